@@ -1,0 +1,192 @@
+"""The `kroute` command: run the daemon, check a config, and talk to a running daemon.
+
+Exit codes: 0 success, 1 runtime failure (daemon unreachable, kernel refused),
+2 invalid input (bad config file, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bgpd.client import fetch_status, socket_path
+from bgpd.config import DEFAULT_SOCKET, load_config
+from bgpd.errors import ConfigError, KrouteError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells: Sequence[str]) -> str:
+        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
+
+    return "\n".join([rule, line(headers), rule, *(line(r) for r in rows), rule])
+
+
+def format_peers(status: dict[str, Any]) -> str:
+    """A table shaped like `calicoctl node status`."""
+    rows = [
+        [
+            p["address"],
+            p["type"],
+            "up" if p["state"] == "established" else "start",
+            (p["since"] or "-").replace("+00:00", "Z"),
+            p["info"] or p["state"],
+        ]
+        for p in status["peers"]
+    ]
+    title = (
+        f"IPv4 BGP status of {status['node']} (AS {status['asn']}, router ID {status['routerId']})"
+    )
+    if not rows:
+        return f"{title}\nNo peers configured."
+    return title + "\n" + _table(["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"], rows)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A summary shaped like `cilium status`."""
+    peers = status["peers"]
+    up = sum(1 for p in peers if p["state"] == "established")
+    speaker = status["speaker"]
+    routes = status["kernelRoutes"]
+    learned = sum(1 for r in routes if r["type"] == "unicast")
+    lines = [
+        (
+            "Node",
+            f"{status['node']} ({status['nodeIP']}), "
+            f"router ID {status['routerId']}, AS {status['asn']}",
+        ),
+        ("Ready", "yes" if status["ready"] else "no (first reconcile pending)"),
+        (
+            "BGP speaker",
+            f"ExaBGP {'running' if speaker['running'] else 'NOT running'}"
+            + (f" (pid {speaker['pid']})" if speaker["pid"] else "")
+            + f", restarts {speaker['restarts']}",
+        ),
+        ("BGP peers", f"{up}/{len(peers)} established"),
+        ("Advertised", ", ".join(status["advertised"]) or "nothing"),
+        (
+            "Kernel routes",
+            f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
+        ),
+    ]
+    if status["adoptedRoutesPending"]:
+        lines.append(
+            (
+                "Graceful restart",
+                f"{status['adoptedRoutesPending']} adopted routes awaiting refresh",
+            )
+        )
+    width = max(len(k) for k, _ in lines) + 1
+    return "\n".join(f"{k + ':':<{width}} {v}" for k, v in lines)
+
+
+def _show(args: argparse.Namespace, formatter: Any) -> int:
+    status = fetch_status(socket_path(args.socket))
+    print(json.dumps(status, indent=2) if args.output == "json" else formatter(status))
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    peers = len(config.peers())
+    print(f"{args.file}: valid (node {config.node.name}, AS {config.bgp.asn}, {peers} peers)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bgpd.runner import run_daemon  # imported late: `kroute status` stays fast
+
+    config = load_config(args.config)
+    asyncio.run(run_daemon(config))
+    return EXIT_OK
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from datapath.netlink import NetlinkKernelRoutes
+    from datapath.routes import KernelRouteReconciler
+
+    reconciler = KernelRouteReconciler(NetlinkKernelRoutes())
+    try:
+        removed = reconciler.cleanup()
+    finally:
+        reconciler.close()
+    print(f"removed {removed} kernel routes with proto bgp")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kroute", description="Node routing daemon: BGP for pod CIDRs, kernel routes."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        description="Example: kroute run --config /etc/kroute/kroute.yaml",
+    )
+    run.add_argument("--config", "-c", default="/etc/kroute/kroute.yaml", help="config file")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Example: kroute check-config config/kroute.yaml",
+    )
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    for name, formatter, text in (
+        ("status", format_status, "summary of the running daemon (like cilium status)"),
+        ("peers", format_peers, "BGP sessions (like calicoctl node status)"),
+    ):
+        show = sub.add_parser(name, help=text, description=f"Example: kroute {name} -o json")
+        show.add_argument("-o", "--output", choices=["table", "json"], default="table")
+        show.add_argument(
+            "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
+        )
+        show.set_defaults(func=lambda a, f=formatter: _show(a, f))
+
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="remove every kernel route kroute installed",
+        description="Example: kroute cleanup (stop the daemon first)",
+    )
+    cleanup.set_defaults(func=cmd_cleanup)
+
+    from lab.cli import register
+
+    register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KrouteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""A small client for the daemon's status API over its unix socket (stdlib only)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from typing import Any
+
+from bgpd.config import DEFAULT_SOCKET
+from bgpd.errors import KrouteError
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def socket_path(arg: str | None) -> str:
+    """`--socket`, else `KROUTE_SOCKET`, else the default path."""
+    return arg or os.environ.get("KROUTE_SOCKET") or DEFAULT_SOCKET
+
+
+def fetch_status(path: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET /status from the daemon listening on the unix socket `path`."""
+    conn = _UnixHTTPConnection(path, timeout)
+    try:
+        conn.request("GET", "/status")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise KrouteError(
+            f"cannot reach kroute at {path}: {exc.strerror or exc}; is `kroute run` running? "
+            "(set --socket or KROUTE_SOCKET for another daemon)"
+        ) from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise KrouteError(f"kroute at {path} answered HTTP {response.status}")
+    data: dict[str, Any] = json.loads(body)
+    return data

@@ -1,0 +1,45 @@
+"""Desired state as pure functions of observed state.
+
+What to advertise and which routes the kernel should hold follow from the config,
+the RIB and the routes adopted from a previous run; the reconcilers make it so.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from datapath.routes import KernelRoute
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def desired_kernel_routes(
+    own_cidrs: Iterable[Network],
+    learned: Mapping[Network, tuple[IPAddress, ...]],
+    adopted: Mapping[Network, KernelRoute],
+) -> dict[Network, KernelRoute]:
+    """Blackholes for our own pod CIDRs, learned best paths (ECMP), and routes adopted
+    at start that nothing has replaced yet (kept until the graceful-restart window
+    closes, so a restart never drops a route that is still valid)."""
+    own = set(own_cidrs)
+    desired: dict[Network, KernelRoute] = {}
+    for prefix, route in adopted.items():
+        if prefix not in own:
+            desired[prefix] = route
+    for prefix, hops in learned.items():
+        usable = tuple(h for h in hops if usable_next_hop(prefix, h))
+        if prefix not in own and usable:
+            desired[prefix] = KernelRoute.via(prefix, *usable)
+    for prefix in own:
+        desired[prefix] = KernelRoute.blackhole(prefix)
+    return desired
+
+
+def usable_next_hop(prefix: Network, hop: IPAddress) -> bool:
+    """A gateway the kernel can use for `prefix`: same family, a unicast address.
+    (An IPv6 next hop for an IPv4 prefix, RFC 8950, needs the overlay: not yet.)"""
+    return hop.version == prefix.version and not (
+        hop.is_unspecified or hop.is_multicast or hop.is_loopback
+    )

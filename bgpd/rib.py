@@ -1,0 +1,149 @@
+"""Adj-RIB-In per peer, graceful-restart staleness, best path and ECMP.
+
+Pure data and functions: the daemon feeds it speaker events and asks for the best
+next hops per prefix; nothing here touches a socket or the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from bgpd.events import ORIGINS, PathAttributes, RoutesUpdate
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_LOCAL_PREF = 100
+
+
+@dataclass(frozen=True)
+class Path:
+    """One path to a prefix: who sent it and with which attributes."""
+
+    peer: IPAddress
+    peer_router_id: str
+    attributes: PathAttributes
+    stale: bool = False
+
+
+@dataclass
+class PeerRib:
+    """What one peer sent us, and which of it is only kept through its restart."""
+
+    router_id: str = ""
+    routes: dict[Network, PathAttributes] = field(default_factory=dict)
+    stale: set[Network] = field(default_factory=set)
+
+
+class Rib:
+    """All Adj-RIBs-In. Methods return whether anything changed."""
+
+    def __init__(self) -> None:
+        self._peers: dict[IPAddress, PeerRib] = {}
+
+    def peer(self, address: IPAddress) -> PeerRib:
+        return self._peers.setdefault(address, PeerRib())
+
+    def set_router_id(self, address: IPAddress, router_id: str) -> None:
+        self.peer(address).router_id = router_id
+
+    def apply(self, update: RoutesUpdate, accept: Iterable[Network] | None = None) -> bool:
+        """Apply one UPDATE; `accept`, when given, is the subset of announced prefixes
+        that passed import policy (the others are treated as withdrawn)."""
+        rib = self.peer(update.peer)
+        allowed = None if accept is None else set(accept)
+        changed = False
+        for prefix in update.withdrawn:
+            changed |= rib.routes.pop(prefix, None) is not None
+            rib.stale.discard(prefix)
+        for prefix, attributes in update.announced:
+            if allowed is not None and prefix not in allowed:
+                changed |= rib.routes.pop(prefix, None) is not None
+                rib.stale.discard(prefix)
+                continue
+            if rib.routes.get(prefix) != attributes or prefix in rib.stale:
+                changed = True
+            rib.routes[prefix] = attributes
+            rib.stale.discard(prefix)
+        return changed
+
+    def mark_stale(self, address: IPAddress) -> bool:
+        """The peer's session dropped but it does graceful restart: keep its routes."""
+        rib = self.peer(address)
+        rib.stale = set(rib.routes)
+        return bool(rib.stale)
+
+    def drop_stale(self, address: IPAddress) -> bool:
+        """End-of-RIB from the returning peer, or its restart time ran out."""
+        rib = self._peers.get(address)
+        if rib is None or not rib.stale:
+            return False
+        for prefix in rib.stale:
+            rib.routes.pop(prefix, None)
+        rib.stale = set()
+        return True
+
+    def clear(self, address: IPAddress) -> bool:
+        """The peer is gone without graceful restart: forget everything it sent."""
+        rib = self._peers.pop(address, None)
+        return rib is not None and bool(rib.routes)
+
+    def received_count(self, address: IPAddress) -> int:
+        rib = self._peers.get(address)
+        return len(rib.routes) if rib is not None else 0
+
+    def stale_count(self, address: IPAddress) -> int:
+        rib = self._peers.get(address)
+        return len(rib.stale) if rib is not None else 0
+
+    def paths(self) -> dict[Network, list[Path]]:
+        """Every prefix with every path to it."""
+        result: dict[Network, list[Path]] = {}
+        for address, rib in self._peers.items():
+            for prefix, attributes in rib.routes.items():
+                path = Path(address, rib.router_id, attributes, prefix in rib.stale)
+                result.setdefault(prefix, []).append(path)
+        return result
+
+
+def _preference(path: Path) -> tuple[int, int, int, int]:
+    """Sort key of the decision steps that decide multipath equality (lower wins)."""
+    attrs = path.attributes
+    local_pref = DEFAULT_LOCAL_PREF if attrs.local_pref is None else attrs.local_pref
+    return (-local_pref, len(attrs.as_path), ORIGINS[attrs.origin], attrs.med or 0)
+
+
+def best_paths(paths: Iterable[Path]) -> list[Path]:
+    """The best path and every path equal to it up to the router-ID tie-break (ECMP).
+
+    Order: highest local preference, shortest AS path, lowest origin, lowest MED.
+    The list is sorted by router ID then peer, so the first entry is the single best.
+    """
+    candidates = list(paths)
+    if not candidates:
+        return []
+    best = min(_preference(p) for p in candidates)
+    equal = [p for p in candidates if _preference(p) == best]
+    return sorted(
+        equal, key=lambda p: (ipaddress.IPv4Address(p.peer_router_id or "0.0.0.0"), p.peer)
+    )
+
+
+def best_next_hops(
+    all_paths: Mapping[Network, list[Path]], exclude_next_hops: Iterable[IPAddress] = ()
+) -> dict[Network, tuple[IPAddress, ...]]:
+    """For each prefix, the next hops of its equal best paths (our own addresses never)."""
+    excluded = set(exclude_next_hops)
+    result: dict[Network, tuple[IPAddress, ...]] = {}
+    for prefix, paths in all_paths.items():
+        usable = [p for p in paths if p.attributes.next_hop not in excluded]
+        hops = sorted({p.attributes.next_hop for p in best_paths(usable)}, key=_address_key)
+        if hops:
+            result[prefix] = tuple(hops)
+    return result
+
+
+def _address_key(address: IPAddress) -> tuple[int, int]:
+    return (address.version, int(address))

@@ -1,0 +1,33 @@
+"""`kroute run`: the real daemon with its real side effects (netlink, exabgp, HTTP)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bgpd.config import Config
+from bgpd.daemon import Daemon
+from bgpd.status import StatusServer
+from datapath.netlink import NetlinkKernelRoutes
+
+log = logging.getLogger(__name__)
+
+
+async def run_daemon(config: Config) -> None:
+    """Serve until SIGTERM/SIGINT; kernel routes stay for the next start to adopt."""
+    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(config, NetlinkKernelRoutes())
+    server = StatusServer(daemon)
+    log.info(
+        "event=starting node=%s router_id=%s asn=%d peers=%d",
+        config.node.name,
+        config.node.router_id,
+        config.bgp.asn,
+        len(daemon.peers),
+    )
+    await server.start()
+    try:
+        await daemon.run()
+    finally:
+        await server.stop()
+    log.info("event=stopped node=%s kernel_routes=left-in-place", config.node.name)

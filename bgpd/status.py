@@ -1,0 +1,146 @@
+"""The status server: `GET /status` (JSON) and health on a unix socket and TCP.
+
+The unix socket is root-only (0600); the TCP listener is read-only by construction:
+it only has GET routes. The report is built from the daemon's public state, so what
+`kroute status` shows is exactly what the daemon acts on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bgpd.config import parse_listen
+
+if TYPE_CHECKING:
+    from bgpd.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+LIVENESS_GRACE = 90.0
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def status_report(daemon: Daemon) -> dict[str, Any]:
+    """The `/status` document (see the README for every field)."""
+    config = daemon.config
+    advertised = sorted(str(p) for p in daemon.own_cidrs)
+    peers = [
+        {
+            "name": peer.name,
+            "address": str(peer.address),
+            "asn": peer.asn,
+            "type": "node-to-node mesh",
+            "state": peer.state,
+            "since": _iso(peer.since),
+            "info": peer.info,
+            "gracefulRestartTime": peer.restart_time,
+            "prefixesReceived": daemon.rib.received_count(peer.address),
+            "prefixesStale": daemon.rib.stale_count(peer.address),
+            "prefixesAdvertised": len(advertised) if peer.state == "established" else 0,
+        }
+        for peer in sorted(daemon.peers.values(), key=lambda p: (p.address.version, p.address))
+    ]
+    speaker = daemon.speaker.info()
+    adopted = set(daemon.adopted)
+    routes = [
+        {
+            "prefix": str(route.prefix),
+            "nexthops": [str(h) for h in route.nexthops],
+            "type": "blackhole" if route.is_blackhole else "unicast",
+            "stale": route.prefix in adopted,
+        }
+        for route in sorted(
+            daemon.kernel_routes.values(), key=lambda r: (r.prefix.version, r.prefix)
+        )
+    ]
+    return {
+        "node": config.node.name,
+        "routerId": str(config.node.router_id),
+        "asn": config.bgp.asn,
+        "nodeIP": str(config.node.ip),
+        "ready": daemon.ready,
+        "startedAt": _iso(daemon.started_at),
+        "lastReconcile": _iso(daemon.last_reconcile),
+        "speaker": {
+            "running": speaker.running,
+            "pid": speaker.pid,
+            "restarts": speaker.restarts,
+            "malformedLines": speaker.malformed_lines,
+            "commandErrors": speaker.command_errors,
+        },
+        "peers": peers,
+        "advertised": advertised,
+        "kernelRoutes": routes,
+        "adoptedRoutesPending": len(adopted),
+        "reconcileErrors": daemon.reconcile_errors,
+    }
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(status_report(daemon))
+
+    async def healthz(_: web.Request) -> web.Response:
+        """Alive while the reconciler keeps running; peers being down is not death."""
+        last = daemon.last_reconcile
+        fresh = last is None or daemon.clock() - last < LIVENESS_GRACE
+        running = daemon.speaker.info().running
+        body = (
+            f"reconciler: {'ok' if fresh else 'stalled'}\n"
+            f"speaker: {'running' if running else 'restarting'}\n"
+        )
+        return web.Response(status=200 if fresh else 503, text=body)
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(
+            status=200 if daemon.ready else 503, text="ready\n" if daemon.ready else "not ready\n"
+        )
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+class StatusServer:
+    """Serves the app on the unix socket (0600) and, when configured, on TCP."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self._runner = web.AppRunner(build_app(daemon), access_log=None)
+
+    async def start(self) -> None:
+        status = self._daemon.config.status
+        await self._runner.setup()
+        path = Path(status.socket)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            await web.UnixSite(self._runner, str(path)).start()
+        finally:
+            os.umask(old_umask)
+        if status.listen:
+            host, port = parse_listen(status.listen)
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        log.info("event=status-listening socket=%s tcp=%s", path, status.listen or "off")
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            Path(self._daemon.config.status.socket).unlink()

@@ -1,0 +1,177 @@
+"""`kroute lab up|down|status|exec|restart`: the namespace lab as a user drives it.
+
+`register(subparsers)` adds the group to `kroute`; `python -m lab.cli` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lab import lab, net
+from lab.plan import DEFAULT_NAME, DEFAULT_NODES, LabError
+
+EXIT_FAIL = 1
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab.up(args.name, args.nodes, args.timeout, _say)
+    _say(f"explore: kroute lab status --name {args.name}")
+    _say(f"         kroute lab exec {args.name}-n1 -- kroute peers")
+    _say(f"tear down: kroute lab down --name {args.name}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    warnings = lab.down(args.name, _say)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    return EXIT_FAIL if warnings else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 only when every listed node's daemon runs with all its peers established."""
+    labs = [lab.require_lab(args.name)] if args.name else lab.all_labs()
+    rows = [row for each in labs for row in lab.node_rows(each)]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    elif not labs:
+        print("no lab is running; start one with `kroute lab up`")
+    else:
+        _print_table(labs, rows)
+    healthy = all(r["alive"] and r["established"] == r["peers"] for r in rows)
+    return 0 if healthy else EXIT_FAIL
+
+
+def _print_table(labs: list[lab.Lab], rows: list[dict[str, Any]]) -> None:
+    for each in labs:
+        plan = each.plan
+        print(f"lab {plan.name}: underlay {plan.subnet}, pods {plan.pod_range}, LAN {plan.lan_ns}")
+    table = [["NODE", "NAMESPACE", "NODE IP", "POD CIDR", "POD", "POD IP", "KROUTE PID", "PEERS"]]
+    for r in rows:
+        pid = f"{r['pid']} ({'alive' if r['alive'] else 'dead'})" if r["pid"] else "-"
+        est = "?" if r["established"] is None else r["established"]
+        peers = f"{est}/{r['peers']} established"
+        cells = [r[key] for key in ("node", "namespace", "ip", "podCIDR", "pod", "podIP")]
+        table.append([*cells, pid, peers])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    """Replace this process with CMD inside the namespace, so stdio and signals are its own."""
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise LabError("no command given; for example `kroute lab exec kr-n1 -- kroute peers`")
+    _, node = lab.find_namespace(args.namespace)
+    env = dict(os.environ)
+    venv_bin = os.path.dirname(sys.executable)  # so `kroute` inside means this kroute
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", os.defpath)])
+    if node is not None:
+        env["KROUTE_SOCKET"] = node.socket_path
+    argv = [*net.nsenter(args.namespace), *command]
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        raise LabError(f"cannot run nsenter: {exc.strerror}; install util-linux") from None
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    owner = lab.require_lab(args.name) if args.name else _lab_of_node(args.node)
+    lab.restart(owner, args.node, args.kill, args.timeout, _say)
+    return 0
+
+
+def _lab_of_node(node: str) -> lab.Lab:
+    for each in lab.all_labs():
+        if any(n.name == node for n in each.plan.nodes):
+            return each
+    return lab.require_lab(DEFAULT_NAME)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _guarded(func: Command) -> Command:
+    """Turn LabError and Ctrl-C into an exit code with a one-line message."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except LabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `lab` and its subcommands to the `kroute` command line."""
+    group = subparsers.add_parser(
+        "lab",
+        help="network-namespace demo lab: nodes, pods, kroute in each",
+        description="Example: kroute lab up && kroute lab status && kroute lab down",
+    )
+    sub = group.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+
+    def timeout(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--timeout", type=float, default=90.0, help="seconds to wait for the mesh"
+        )
+
+    up = sub.add_parser("up", help="build the lab and wait for the BGP full mesh")
+    up.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
+    up.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="number of nodes")
+    timeout(up)
+    up.set_defaults(func=_guarded(cmd_up))
+
+    down = sub.add_parser("down", help="stop the daemons, remove namespaces and files")
+    down.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
+    down.set_defaults(func=_guarded(cmd_down))
+
+    status = sub.add_parser(
+        "status", help="nodes, daemons and sessions (exit 1 unless all are healthy)"
+    )
+    status.add_argument("--name", help="lab name (default: every lab)")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.set_defaults(func=_guarded(cmd_status))
+
+    run = sub.add_parser(
+        "exec",
+        help="run a command in a lab namespace",
+        description="Example: kroute lab exec kr-n1-p1 -- ping -c 3 10.200.2.10",
+    )
+    run.add_argument("namespace", help="a node (kr-n1), pod (kr-n1-p1) or LAN (kr-lan)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    run.set_defaults(func=_guarded(cmd_exec))
+
+    restart = sub.add_parser("restart", help="restart one node's kroute and wait for its peers")
+    restart.add_argument("node", help="node name, for example kr-n2")
+    restart.add_argument("--name", help="lab name (default: the lab that has NODE)")
+    restart.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    timeout(restart)
+    restart.set_defaults(func=_guarded(cmd_restart))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kroute")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Namespaces, the LAN bridge and pod veths, built with plain `ip` and `nsenter` commands.
+
+Every link is created inside its namespace (`ip -n NS link add ... peer ... netns OTHER`),
+so nothing ever appears in the host namespace. Sysctls are written with `nsenter --net`
+(`ip netns exec` would remount /sys and hide bpffs pins from anything it starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+from lab.plan import BRIDGE, GATEWAY, NODE_IF, POD_IF, LabError, LabPlan, NodePlan
+
+log = logging.getLogger(__name__)
+NETNS_DIR = Path("/var/run/netns")
+
+
+def run(argv: list[str]) -> str:
+    """Run one setup command; a failure names the command and the kernel's complaint."""
+    log.debug("run argv=%s", " ".join(argv))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise LabError(f"{argv[0]} not found; install it (iproute2, util-linux)") from None
+    if done.returncode != 0:
+        raise LabError(f"`{' '.join(argv)}` failed: {done.stderr.strip() or done.returncode}")
+    return done.stdout
+
+
+def netns_path(ns: str) -> str:
+    return str(NETNS_DIR / ns)
+
+
+def nsenter(ns: str) -> list[str]:
+    """The command prefix that runs something in namespace `ns` without touching mounts."""
+    return ["nsenter", f"--net={netns_path(ns)}", "--"]
+
+
+def sysctl(ns: str, *settings: str) -> None:
+    run([*nsenter(ns), "sysctl", "-q", "-w", *settings])
+
+
+def netns_exists(ns: str) -> bool:
+    return Path(netns_path(ns)).exists()
+
+
+def add_netns(ns: str) -> None:
+    """Create namespace `ns` with its loopback up; an existing one is an error, not reused."""
+    if netns_exists(ns):
+        raise LabError(
+            f"namespace {ns} already exists; remove it (`ip netns del {ns}`) or use another --name"
+        )
+    run(["ip", "netns", "add", ns])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+
+def del_netns(ns: str) -> bool:
+    """Remove namespace `ns` if it exists (its veths go with it); True if it existed."""
+    if not netns_exists(ns):
+        return False
+    run(["ip", "netns", "del", ns])
+    return True
+
+
+def netns_pids(ns: str) -> list[int]:
+    """PIDs of the processes living in namespace `ns`."""
+    if not netns_exists(ns):
+        return []
+    return [int(p) for p in run(["ip", "netns", "pids", ns]).split()]
+
+
+def build_lan(plan: LabPlan) -> None:
+    """The L2 segment: a bridge inside its own namespace."""
+    add_netns(plan.lan_ns)
+    run(["ip", "-n", plan.lan_ns, "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "-n", plan.lan_ns, "link", "set", BRIDGE, "up"])
+
+
+def build_node(plan: LabPlan, node: NodePlan) -> None:
+    """A node namespace on the LAN, forwarding, with the underlay address on eth0."""
+    ns = node.netns
+    add_netns(ns)
+    run(
+        [
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            NODE_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            node.lan_if,
+            "netns",
+            plan.lan_ns,
+        ]
+    )
+    run(["ip", "-n", plan.lan_ns, "link", "set", node.lan_if, "master", BRIDGE, "up"])
+    prefix = plan.subnet.split("/")[1]
+    run(["ip", "-n", ns, "addr", "add", f"{node.ip}/{prefix}", "dev", NODE_IF])
+    run(["ip", "-n", ns, "link", "set", NODE_IF, "up"])
+    sysctl(ns, "net.ipv4.ip_forward=1")
+
+
+def build_pod(node: NodePlan) -> None:
+    """The node's pod, wired Calico style.
+
+    The pod holds POD_IP/32 and routes everything via 169.254.1.1 on eth0; the node's
+    side of the veth answers ARP for it by proxy ARP and routes POD_IP/32 to the veth.
+    Proxy ARP replies only for a target the node has a unicast route to through another
+    device, and lab nodes have no default route, so the gateway address is routed to lo.
+    """
+    ns, pod = node.netns, node.pod_ns
+    add_netns(pod)
+    run(
+        [
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            POD_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            pod,
+        ]
+    )
+    run(["ip", "-n", ns, "link", "set", POD_IF, "up"])
+    sysctl(ns, f"net.ipv4.conf.{POD_IF}.proxy_arp=1", f"net.ipv4.neigh.{POD_IF}.proxy_delay=0")
+    run(["ip", "-n", ns, "route", "add", f"{node.pod_ip}/32", "dev", POD_IF, "scope", "link"])
+    run(["ip", "-n", ns, "route", "replace", f"{GATEWAY}/32", "dev", "lo", "scope", "link"])
+    run(["ip", "-n", pod, "addr", "add", f"{node.pod_ip}/32", "dev", "eth0"])
+    run(["ip", "-n", pod, "link", "set", "eth0", "up"])
+    run(["ip", "-n", pod, "route", "add", GATEWAY, "dev", "eth0", "scope", "link"])
+    run(["ip", "-n", pod, "route", "add", "default", "via", GATEWAY, "dev", "eth0"])

@@ -1,0 +1,1 @@
+"""LoadBalancer IP pools. Not built yet (see the README)."""

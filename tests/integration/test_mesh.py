@@ -1,0 +1,171 @@
+"""Three real kroute daemons (real exabgp, real kernel routes) in network namespaces.
+
+Each test gets its own lab with a unique name, removed in teardown even on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lab import health, procs
+from lab import lab as labmod
+from lab.plan import NodePlan
+
+pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
+
+HOLD_TIME = 9  # what the lab configures (restartTime is the same)
+
+
+def kernel_routes(ns: str) -> dict[str, str]:
+    """`ip route show proto bgp` in `ns` as {prefix: description}."""
+    out = subprocess.run(
+        ["ip", "-n", ns, "-j", "route", "show", "proto", "bgp"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    routes: dict[str, str] = {}
+    for entry in json.loads(out or "[]"):
+        kind = entry.get("type", "unicast")
+        routes[entry["dst"]] = "blackhole" if kind == "blackhole" else f"via {entry['gateway']}"
+    return routes
+
+
+def expected_routes(plan_nodes: tuple[NodePlan, ...], me: NodePlan) -> dict[str, str]:
+    return {n.pod_cidr: "blackhole" if n.name == me.name else f"via {n.ip}" for n in plan_nodes}
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> float:
+    """Poll `predicate` until true; returns the seconds it took."""
+    assert callable(predicate)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RouteWatcher:
+    """`ip monitor route` in every node namespace, collecting deletions of bgp routes."""
+
+    def __init__(self, namespaces: list[str]) -> None:
+        self.deleted: list[str] = []
+        self._procs = [
+            subprocess.Popen(
+                ["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True
+            )
+            for ns in namespaces
+        ]
+        self._threads = [
+            threading.Thread(target=self._read, args=(ns, p), daemon=True)
+            for ns, p in zip(namespaces, self._procs, strict=True)
+        ]
+        for thread in self._threads:
+            thread.start()
+        time.sleep(0.3)  # let every monitor subscribe before anything happens
+
+    def _read(self, ns: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("Deleted") and "proto bgp" in line:
+                self.deleted.append(f"{ns}: {line.strip()}")
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+            proc.wait(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+@pytest.fixture
+def lab(unique_name: str) -> Iterator[labmod.Lab]:
+    created = labmod.up(unique_name, 3, timeout=60, say=lambda _: None)
+    try:
+        yield created
+    finally:
+        labmod.down(unique_name, say=lambda _: None)
+
+
+def assert_converged(lab: labmod.Lab) -> None:
+    for node in lab.plan.nodes:
+        assert kernel_routes(node.netns) == expected_routes(lab.plan.nodes, node), node.name
+
+
+def test_three_nodes_converge_and_report(lab: labmod.Lab) -> None:
+    assert_converged(lab)
+    n1 = lab.plan.nodes[0]
+    status = health.fetch_status(n1.socket_path)
+    assert status["ready"] is True
+    assert {p["state"] for p in status["peers"]} == {"established"}
+    assert [p["prefixesReceived"] for p in status["peers"]] == [1, 1]
+    assert status["advertised"] == [n1.pod_cidr]
+    peers = subprocess.run(
+        [sys.executable, "-m", "bgpd.cli", "peers", "--socket", n1.socket_path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "PEER ADDRESS" in peers
+    for other in lab.plan.nodes[1:]:
+        assert other.ip in peers
+    assert peers.count("| up ") == 2
+
+
+def test_killed_node_is_withdrawn_within_hold_time(lab: labmod.Lab) -> None:
+    n1, n2, n3 = lab.plan.nodes
+    victim = lab.daemons[n3.name]
+    assert procs.descendants(victim), "kroute should have an exabgp child"
+    procs.stop_tree(victim, signal.SIGKILL, 10)  # kroute and exabgp, kill -9
+    for node in (n1, n2):
+        took = wait_for(
+            lambda node=node: n3.pod_cidr not in kernel_routes(node.netns),
+            HOLD_TIME + 5,
+            f"{n3.pod_cidr} to leave {node.name}'s kernel",
+        )
+        assert took <= HOLD_TIME + 2, f"{node.name} kept the route {took:.1f}s"
+        # the survivors keep each other
+        assert kernel_routes(node.netns)[n1.pod_cidr if node is n2 else n2.pod_cidr]
+
+
+def test_hold_timer_expiry_removes_routes(lab: labmod.Lab) -> None:
+    n1, _, n3 = lab.plan.nodes
+    subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{n3.netns}", "nft", "-f", "-"],
+        input=(
+            "table inet krtest {\n chain in {\n  type filter hook input priority 0;\n"
+            "  tcp dport 179 drop\n  tcp sport 179 drop\n }\n}\n"
+        ),
+        text=True,
+        check=True,
+    )
+    wait_for(
+        lambda: n3.pod_cidr not in kernel_routes(n1.netns),
+        HOLD_TIME * 2 + 5,
+        f"{n3.pod_cidr} to leave {n1.name} after the hold timer expired",
+    )
+    status = health.fetch_status(n1.socket_path)
+    peer = next(p for p in status["peers"] if p["address"] == n3.ip)
+    assert peer["state"] != "established"
+    assert peer["prefixesReceived"] == 0
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill9"])
+def test_restart_removes_no_route_anywhere(lab: labmod.Lab, kill: bool) -> None:
+    watcher = RouteWatcher([n.netns for n in lab.plan.nodes])
+    try:
+        labmod.restart(lab, lab.plan.nodes[0].name, kill=kill, timeout=60, say=lambda _: None)
+        time.sleep(HOLD_TIME + 2)  # past every stale and adoption timer
+    finally:
+        watcher.stop()
+    assert watcher.deleted == []
+    assert_converged(lab)

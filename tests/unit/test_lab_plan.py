@@ -1,0 +1,179 @@
+"""The lab's pure parts: address plan, configs, lab.json form, convergence check, PIDs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bgpd.config import parse_config
+from lab import health, lab, net, procs
+from lab.plan import (
+    LabError,
+    check_name,
+    lowest_free_index,
+    plan_from_dict,
+    plan_lab,
+    plan_to_dict,
+    render_config,
+)
+
+
+def test_plan_addresses_follow_index_and_node_number() -> None:
+    plan = plan_lab("kr", 4, 3, root=Path("/tmp/labs"))
+    assert (plan.subnet, plan.pod_range, plan.lan_ns) == (
+        "172.31.4.0/24",
+        "10.204.0.0/16",
+        "kr-lan",
+    )
+    n2 = plan.nodes[1]
+    assert (n2.name, n2.netns, n2.ip) == ("kr-n2", "kr-n2", "172.31.4.2")
+    assert (n2.pod_cidr, n2.pod_ns, n2.pod_ip) == ("10.204.2.0/24", "kr-n2-p1", "10.204.2.10")
+    assert n2.socket_path == "/tmp/labs/kr/kr-n2/kroute.sock"
+    assert plan.namespaces() == [
+        *(f"kr-n{i}-p1" for i in (1, 2, 3)),
+        *(f"kr-n{i}" for i in (1, 2, 3)),
+        "kr-lan",
+    ]
+
+
+def test_interface_names_do_not_grow_with_the_lab_name() -> None:
+    plan = plan_lab("abcdefghijkl", 0, 32)
+    assert all(len(n.lan_if) <= 15 for n in plan.nodes)
+
+
+def test_two_indexes_never_overlap() -> None:
+    a, b = plan_lab("a", 0, 3), plan_lab("b", 1, 3)
+    assert a.subnet != b.subnet and a.pod_range != b.pod_range
+
+
+@pytest.mark.parametrize("name", ["kr", "e2e1a2b", "a", "lab-2"])
+def test_good_names(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Kr", "2lab", "lab-", "a_b", "abcdefghijklm", "a/b"])
+def test_bad_names_say_what_is_allowed(name: str) -> None:
+    with pytest.raises(LabError, match="use 1-12 characters"):
+        check_name(name)
+
+
+def test_node_count_and_index_are_bounded() -> None:
+    with pytest.raises(LabError, match="--nodes 0"):
+        plan_lab("kr", 0, 0)
+    with pytest.raises(LabError, match="index 56"):
+        plan_lab("kr", 56, 3)
+
+
+def test_lowest_free_index() -> None:
+    assert lowest_free_index(set()) == 0
+    assert lowest_free_index({0, 1, 3}) == 2
+    with pytest.raises(LabError, match="kroute lab down"):
+        lowest_free_index(set(range(56)))
+
+
+def test_node_lookup_by_name_or_short_name() -> None:
+    plan = plan_lab("kr", 0, 3)
+    assert plan.node("kr-n2") is plan.node("n2") is plan.nodes[1]
+    with pytest.raises(LabError, match="kr-n1, kr-n2, kr-n3"):
+        plan.node("kr-n9")
+
+
+def test_rendered_config_is_valid_and_names_the_whole_mesh() -> None:
+    plan = plan_lab("kr", 2, 3)
+    node = plan.nodes[0]
+    config = parse_config(yaml.safe_load(render_config(plan, node)))
+    assert config.node.name == "kr-n1" and str(config.node.ip) == "172.31.2.1"
+    assert [str(p.ip) for p in config.peers()] == ["172.31.2.2", "172.31.2.3"]
+    assert [str(c) for n in config.cluster.nodes for c in n.pod_cidrs] == [
+        "10.202.1.0/24",
+        "10.202.2.0/24",
+        "10.202.3.0/24",
+    ]
+    assert config.bgp.hold_time == 9 and config.bgp.graceful_restart.restart_time == 9
+    assert config.status.socket == node.socket_path
+    assert config.status.listen == "172.31.2.1:9479"
+    assert config.run_dir == node.run_dir
+
+
+def test_state_round_trips() -> None:
+    plan = plan_lab("kr", 7, 2)
+    assert plan_from_dict(plan_to_dict(plan)) == plan
+    with pytest.raises(LabError, match="bad field"):
+        plan_from_dict({"name": "kr"})
+
+
+def _status(plan: Any, me: int, state: str = "established", stale: bool = False) -> dict[str, Any]:
+    others = [n for n in plan.nodes if n.index != me]
+    return {
+        "peers": [{"address": n.ip, "state": state, "info": "x"} for n in others],
+        "kernelRoutes": [
+            {"prefix": n.pod_cidr, "nexthops": [n.ip], "type": "unicast", "stale": stale}
+            for n in others
+        ],
+    }
+
+
+def test_converged_node_has_no_problems() -> None:
+    plan = plan_lab("kr", 0, 3)
+    assert health.problems(plan, plan.nodes[0], _status(plan, 1)) == []
+    assert health.established(_status(plan, 1)) == 2
+
+
+def test_problems_name_the_node_and_peer() -> None:
+    plan = plan_lab("kr", 0, 3)
+    n1 = plan.nodes[0]
+    found = health.problems(plan, n1, _status(plan, 1, state="connect"))
+    assert found[0] == "node kr-n1: peer kr-n2 (172.31.0.2) is connect (x)"
+    assert health.problems(plan, n1, _status(plan, 1, stale=True))[0].endswith("still stale")
+    missing = health.problems(plan, n1, {"peers": [], "kernelRoutes": []})
+    assert "node kr-n1: peer kr-n3 (172.31.0.3) is not configured" in missing
+    assert "node kr-n1: no route to kr-n3's pods 10.200.3.0/24" in missing
+
+
+def test_namespaces_by_pattern_skip_other_labs(tmp_path: Path, monkeypatch: Any) -> None:
+    for ns in ["a-lan", "a-n1", "a-n1-p1", "a-n1-lan", "a-n1-n1", "ab-n1", "a-n2-p2"]:
+        (tmp_path / ns).touch()
+    monkeypatch.setattr(net, "NETNS_DIR", tmp_path)
+    assert lab._namespaces_by_pattern("a") == ["a-n1-p1", "a-n1", "a-lan"]
+
+
+def test_recorded_process_is_alive_until_stopped() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc = procs.observe(child.pid)
+        assert proc is not None and procs.is_alive(proc)
+        assert not procs.is_alive(procs.Proc(proc.pid, proc.start + 1))  # a reused PID
+        assert procs.stop_tree(proc, signal.SIGTERM, 5.0) == procs.Stopped([], [])
+        assert not procs.is_alive(proc)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_stop_tree_kills_descendants_that_ignore_sigterm() -> None:
+    code = (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        proc = procs.observe(child.pid)
+        assert proc is not None
+        for _ in range(50):
+            if procs.descendants(proc):
+                break
+            procs.wait_gone([proc], 0.1)
+        tree = [proc, *procs.descendants(proc)]
+        assert len(tree) == 2
+        stopped = procs.stop_tree(proc, signal.SIGTERM, 0.5)
+        assert proc in stopped.forced and stopped.stuck == []
+        assert not any(procs.is_alive(p) for p in tree)
+    finally:
+        child.kill()
+        child.wait()
