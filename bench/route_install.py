@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
     args = parser.parse_args(argv)
     n: int = args.routes
+    if n < 1 or n > 1 << 24 or args.rounds < 1:
+        parser.error("--routes must be 1..16777216 and --rounds at least 1")
     gw = ipaddress.IPv4Address(GATEWAY)
     nets = [ipaddress.IPv4Network((FIRST + i, 32)) for i in range(n)]
     desired: dict[Network, KernelRoute] = {p: KernelRoute(p, (gw,)) for p in nets}

@@ -45,5 +45,10 @@ def fetch_status(path: str, timeout: float = 5.0) -> dict[str, Any]:
         conn.close()
     if response.status != 200:
         raise KrouteError(f"kroute at {path} answered HTTP {response.status}")
-    data: dict[str, Any] = json.loads(body)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise KrouteError(f"kroute at {path} answered something that is not JSON") from None
+    if not isinstance(data, dict):
+        raise KrouteError(f"kroute at {path} answered JSON that is not an object")
     return data

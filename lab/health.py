@@ -7,48 +7,13 @@ a pod-to-pod ping work, which is what `lab up` and `lab restart` promise.
 
 from __future__ import annotations
 
-import http.client
-import json
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bgpd.client import fetch_status
+from bgpd.errors import KrouteError
 from lab.plan import LabError, LabPlan, NodePlan
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-def fetch_status(socket_path: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The daemon's status report; LabError when the socket does not answer with JSON."""
-    conn = _UnixHTTPConnection(socket_path, timeout)
-    try:
-        conn.request("GET", "/status")
-        response = conn.getresponse()
-        body = response.read()
-    except OSError as exc:
-        raise LabError(f"status socket {socket_path}: {exc.strerror or exc}") from None
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise LabError(f"status socket {socket_path}: HTTP {response.status}")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise LabError(f"status socket {socket_path}: answer is not JSON") from None
-    if not isinstance(data, dict):
-        raise LabError(f"status socket {socket_path}: answer is not a JSON object")
-    return data
 
 
 def established(status: dict[str, Any]) -> int:
@@ -97,7 +62,7 @@ def wait_converged(
             check_alive(node)
             try:
                 issues = problems(plan, node, fetch_status(node.socket_path))
-            except LabError as exc:
+            except KrouteError as exc:
                 issues = [f"node {node.name}: {exc}"]
             last[node.name] = issues
             if not issues:

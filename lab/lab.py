@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bgpd.client import fetch_status
+from bgpd.errors import KrouteError
 from lab import health, net, procs
 from lab.plan import (
     LAB_ROOT,
@@ -301,8 +303,8 @@ def node_rows(lab: Lab) -> list[dict[str, Any]]:
         alive = lab.node_alive(node)
         peers: int | None = None
         if alive:
-            with contextlib.suppress(LabError):
-                peers = health.established(health.fetch_status(node.socket_path))
+            with contextlib.suppress(KrouteError):
+                peers = health.established(fetch_status(node.socket_path))
         rows.append(
             {
                 "lab": lab.plan.name,

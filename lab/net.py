@@ -71,6 +71,27 @@ def netns_pids(ns: str) -> list[int]:
     return [int(p) for p in run(["ip", "netns", "pids", ns]).split()]
 
 
+def add_veth(ns: str, name: str, peer_ns: str, peer_name: str) -> None:
+    """A veth pair: `name` in `ns`, its peer `peer_name` in `peer_ns`."""
+    run(
+        [
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            peer_ns,
+        ]
+    )
+
+
 def build_lan(plan: LabPlan) -> None:
     """The L2 segment: a bridge inside its own namespace."""
     add_netns(plan.lan_ns)
@@ -82,23 +103,7 @@ def build_node(plan: LabPlan, node: NodePlan) -> None:
     """A node namespace on the LAN, forwarding, with the underlay address on eth0."""
     ns = node.netns
     add_netns(ns)
-    run(
-        [
-            "ip",
-            "-n",
-            ns,
-            "link",
-            "add",
-            NODE_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            node.lan_if,
-            "netns",
-            plan.lan_ns,
-        ]
-    )
+    add_veth(ns, NODE_IF, plan.lan_ns, node.lan_if)
     run(["ip", "-n", plan.lan_ns, "link", "set", node.lan_if, "master", BRIDGE, "up"])
     prefix = plan.subnet.split("/")[1]
     run(["ip", "-n", ns, "addr", "add", f"{node.ip}/{prefix}", "dev", NODE_IF])
@@ -116,23 +121,7 @@ def build_pod(node: NodePlan) -> None:
     """
     ns, pod = node.netns, node.pod_ns
     add_netns(pod)
-    run(
-        [
-            "ip",
-            "-n",
-            ns,
-            "link",
-            "add",
-            POD_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod,
-        ]
-    )
+    add_veth(ns, POD_IF, pod, "eth0")
     run(["ip", "-n", ns, "link", "set", POD_IF, "up"])
     sysctl(ns, f"net.ipv4.conf.{POD_IF}.proxy_arp=1", f"net.ipv4.neigh.{POD_IF}.proxy_delay=0")
     run(["ip", "-n", ns, "route", "add", f"{node.pod_ip}/32", "dev", POD_IF, "scope", "link"])

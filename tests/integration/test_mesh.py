@@ -6,6 +6,7 @@ Each test gets its own lab with a unique name, removed in teardown even on failu
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab import health, procs
+from bgpd.client import fetch_status
 from lab import lab as labmod
+from lab import procs
 from lab.plan import NodePlan
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
@@ -104,7 +106,7 @@ def assert_converged(lab: labmod.Lab) -> None:
 def test_three_nodes_converge_and_report(lab: labmod.Lab) -> None:
     assert_converged(lab)
     n1 = lab.plan.nodes[0]
-    status = health.fetch_status(n1.socket_path)
+    status = fetch_status(n1.socket_path)
     assert status["ready"] is True
     assert {p["state"] for p in status["peers"]} == {"established"}
     assert [p["prefixesReceived"] for p in status["peers"]] == [1, 1]
@@ -119,6 +121,48 @@ def test_three_nodes_converge_and_report(lab: labmod.Lab) -> None:
     for other in lab.plan.nodes[1:]:
         assert other.ip in peers
     assert peers.count("| up ") == 2
+
+
+def in_netns(ns: str, *argv: str) -> str:
+    return subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{ns}", *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def test_health_and_status_over_tcp_and_cli(lab: labmod.Lab) -> None:
+    n2 = lab.plan.nodes[1]
+    url = f"http://{n2.ip}:9479"
+    curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"]
+    assert in_netns(n2.netns, *curl, f"{url}/healthz") == "200"
+    assert in_netns(n2.netns, *curl, f"{url}/readyz") == "200"
+    assert in_netns(n2.netns, *curl, "-X", "POST", f"{url}/status") == "405"
+    report = json.loads(in_netns(n2.netns, "curl", "-s", f"{url}/status"))
+    assert report["node"] == n2.name
+    summary = in_netns(
+        n2.netns, sys.executable, "-m", "bgpd.cli", "status", "--socket", n2.socket_path
+    )
+    assert "BGP peers:" in summary
+    assert "2/2 established" in summary
+    assert oct(os.stat(n2.socket_path).st_mode & 0o777) == "0o600"
+
+
+def test_stop_leaves_routes_and_cleanup_removes_them(lab: labmod.Lab) -> None:
+    n1 = lab.plan.nodes[0]
+    before = kernel_routes(n1.netns)
+    stopped = procs.stop_tree(lab.daemons[n1.name], signal.SIGTERM, 10)
+    assert not stopped.forced, "kroute should exit on SIGTERM by itself"
+    assert kernel_routes(n1.netns) == before
+    subprocess.run(
+        ["ip", "-n", n1.netns, "route", "add", "192.0.2.0/24", "dev", "lo", "proto", "static"],
+        check=True,
+    )
+    out = in_netns(n1.netns, sys.executable, "-m", "bgpd.cli", "cleanup")
+    assert f"removed {len(before)} kernel routes" in out
+    assert kernel_routes(n1.netns) == {}
+    assert "192.0.2.0/24" in in_netns(n1.netns, "ip", "route", "show", "proto", "static")
 
 
 def test_killed_node_is_withdrawn_within_hold_time(lab: labmod.Lab) -> None:
@@ -153,7 +197,7 @@ def test_hold_timer_expiry_removes_routes(lab: labmod.Lab) -> None:
         HOLD_TIME * 2 + 5,
         f"{n3.pod_cidr} to leave {n1.name} after the hold timer expired",
     )
-    status = health.fetch_status(n1.socket_path)
+    status = fetch_status(n1.socket_path)
     peer = next(p for p in status["peers"] if p["address"] == n3.ip)
     assert peer["state"] != "established"
     assert peer["prefixesReceived"] == 0
