@@ -36,6 +36,7 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 NLRI_BATCH = 500
+LINE_LIMIT = 64 << 20  # one exabgp JSON line per UPDATE; extended messages make them long
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ExaBGPSpeaker:
         self._pid_path = run_dir / "exabgp.pid"
         self._wanted: set[Network] = set()
         self._announced: set[Network] = set()
+        self._up: set[IPAddress] = set()
         self._writer: asyncio.StreamWriter | None = None
         self._pending: deque[str] = deque()
         self._process: asyncio.subprocess.Process | None = None
@@ -107,7 +109,9 @@ class ExaBGPSpeaker:
         self._config_path.write_text(render_config(self._spec, str(self._socket_path)))
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._on_bridge, str(self._socket_path))
+        self._server = await asyncio.start_unix_server(
+            self._on_bridge, str(self._socket_path), limit=LINE_LIMIT
+        )
         os.chmod(self._socket_path, 0o600)
         self._supervisor = asyncio.create_task(self._supervise(), name="exabgp-supervisor")
 
@@ -236,11 +240,18 @@ class ExaBGPSpeaker:
                 self._drop_connection()
 
     def _drop_connection(self) -> None:
+        """exabgp is gone: its sessions are too. Tell the daemon, as if each peer had
+        closed without NOTIFICATION, so the routes they sent turn stale and are swept by
+        End-of-RIB once the restarted exabgp has its sessions back."""
         if self._writer is not None:
             self._writer.close()
         self._writer = None
         self._pending.clear()
         self._announced = set()
+        for peer in sorted(self._up, key=lambda a: (a.version, a)):
+            if not self._stopping:
+                self._on_event(PeerState(peer, "down", reason="exabgp restarting"))
+        self._up = set()
 
     def _handle_line(self, line: str) -> None:
         event = parse_line(line)
@@ -253,8 +264,12 @@ class ExaBGPSpeaker:
         if isinstance(event, Malformed):
             self._malformed += 1
             log.warning("event=exabgp-line-malformed reason=%r line=%r", event.reason, event.line)
-        elif isinstance(event, PeerState) and event.state == "up":
-            self._replay_to(event.peer)
+        elif isinstance(event, PeerState):
+            if event.state == "up":
+                self._up.add(event.peer)
+                self._replay_to(event.peer)
+            else:
+                self._up.discard(event.peer)
         self._on_event(event)
 
     def _send(self, commands: Iterable[str]) -> None:

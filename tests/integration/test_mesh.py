@@ -168,8 +168,14 @@ def test_stop_leaves_routes_and_cleanup_removes_them(lab: labmod.Lab) -> None:
 def test_killed_node_is_withdrawn_within_hold_time(lab: labmod.Lab) -> None:
     n1, n2, n3 = lab.plan.nodes
     victim = lab.daemons[n3.name]
-    assert procs.descendants(victim), "kroute should have an exabgp child"
-    procs.stop_tree(victim, signal.SIGKILL, 10)  # kroute and exabgp, kill -9
+    children = procs.descendants(victim)
+    assert children, "kroute should have an exabgp child"
+    os.kill(victim.pid, signal.SIGKILL)  # kill -9 of kroute alone: exabgp must follow
+    wait_for(
+        lambda: not any(procs.is_alive(c) for c in children),
+        5,
+        "exabgp to exit after its kroute was killed",
+    )
     for node in (n1, n2):
         took = wait_for(
             lambda node=node: n3.pod_cidr not in kernel_routes(node.netns),
@@ -201,6 +207,30 @@ def test_hold_timer_expiry_removes_routes(lab: labmod.Lab) -> None:
     peer = next(p for p in status["peers"] if p["address"] == n3.ip)
     assert peer["state"] != "established"
     assert peer["prefixesReceived"] == 0
+
+
+def test_exabgp_dying_alone_is_restarted_without_losing_a_route(lab: labmod.Lab) -> None:
+    n1 = lab.plan.nodes[0]
+    exabgp = procs.descendants(lab.daemons[n1.name])[0]  # children come first
+    watcher = RouteWatcher([n.netns for n in lab.plan.nodes])
+    try:
+        os.kill(exabgp.pid, signal.SIGKILL)
+
+        def back() -> bool:
+            status = fetch_status(n1.socket_path)
+            return (
+                status["speaker"]["restarts"] == 1
+                and status["speaker"]["pid"] not in (None, exabgp.pid)
+                and {p["state"] for p in status["peers"]} == {"established"}
+                and status["peers"][0]["prefixesStale"] == 0
+            )
+
+        wait_for(back, 30, f"{n1.name}'s exabgp to be restarted and its sessions back")
+        time.sleep(HOLD_TIME + 2)  # past every stale timer
+    finally:
+        watcher.stop()
+    assert watcher.deleted == []
+    assert_converged(lab)
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "kill9"])
