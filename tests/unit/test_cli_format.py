@@ -264,3 +264,18 @@ def test_usage_error_exits_2() -> None:
     with pytest.raises(SystemExit) as info:
         main(["no-such-command"])
     assert info.value.code == 2
+
+
+def test_run_refuses_invalid_config_like_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = cluster_data(tmp_path / "run")
+    data["bgp"]["asn"] = 0
+    data["bgp"]["bogus"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["check-config", str(path)]) == 2
+    checked = capsys.readouterr().err
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == checked
+    assert not (tmp_path / "run").exists()  # nothing started, not even the run dir
