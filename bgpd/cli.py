@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bgpd.client import fetch_status, socket_path
+from bgpd.client import call, socket_path
 from bgpd.config import DEFAULT_SOCKET, load_config
 from bgpd.errors import ConfigError, KrouteError
 
@@ -72,6 +72,7 @@ def format_status(status: dict[str, Any]) -> str:
             + f", restarts {speaker['restarts']}",
         ),
         ("BGP peers", f"{up}/{len(peers)} established"),
+        ("Drain", status.get("drain", "none")),
         ("Advertised", ", ".join(status["advertised"]) or "nothing"),
         (
             "Kernel routes",
@@ -89,9 +90,46 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in lines)
 
 
+def format_routes(routes: list[dict[str, Any]]) -> str:
+    """One row per prefix: best next hops, source, kernel, advertised to, and why not."""
+    rows = []
+    for r in routes:
+        best = [p for p in r["paths"] if p["best"]]
+        kernel = r["kernel"]
+        why = [r["notInstalled"]] if r["notInstalled"] else []
+        why += [f"{peer}: {reason}" for peer, reason in r["notAdvertised"].items()]
+        rows.append(
+            [
+                r["prefix"],
+                ",".join(p["nextHop"] for p in best) or ("local" if r["local"] else "-"),
+                ",".join(p["peer"] for p in best) or (r["local"] or "-"),
+                "-" if kernel is None else kernel["type"] + (" (stale)" if kernel["stale"] else ""),
+                ",".join(r["advertisedTo"]) or "-",
+                "; ".join(why),
+            ]
+        )
+    if not rows:
+        return "No routes."
+    headers = ["PREFIX", "NEXT HOPS", "FROM", "KERNEL", "ADVERTISED TO", "WHY NOT"]
+    return _table(headers, rows)
+
+
 def _show(args: argparse.Namespace, formatter: Any) -> int:
-    status = fetch_status(socket_path(args.socket))
-    print(json.dumps(status, indent=2) if args.output == "json" else formatter(status))
+    endpoint = "/routes" if formatter is format_routes else "/status"
+    data = call(socket_path(args.socket), endpoint)
+    print(json.dumps(data, indent=2) if args.output == "json" else formatter(data))
+    return EXIT_OK
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    answer = call(socket_path(args.socket), f"/drain?wait={args.wait}", method="POST")
+    print(f"draining: prefixes carry 65535:0 now and are withdrawn in {answer['withdrawIn']:g}s")
+    return EXIT_OK
+
+
+def cmd_undrain(args: argparse.Namespace) -> int:
+    call(socket_path(args.socket), "/undrain", method="POST")
+    print("undrained: prefixes announced normally again")
     return EXIT_OK
 
 
@@ -149,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, formatter, text in (
         ("status", format_status, "summary of the running daemon (like cilium status)"),
         ("peers", format_peers, "BGP sessions (like calicoctl node status)"),
+        ("routes", format_routes, "every prefix, its paths, kernel, advertisement, why not"),
     ):
         show = sub.add_parser(name, help=text, description=f"Example: kroute {name} -o json")
         show.add_argument("-o", "--output", choices=["table", "json"], default="table")
@@ -156,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
             "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
         )
         show.set_defaults(func=lambda a, f=formatter: _show(a, f))
+
+    drain = sub.add_parser(
+        "drain",
+        help="move traffic away: GRACEFUL_SHUTDOWN, then withdraw our prefixes",
+        description="Example: kroute drain --wait 30 (undo with kroute undrain)",
+    )
+    drain.add_argument("--wait", type=float, default=30.0, help="seconds before withdrawing")
+    undrain = sub.add_parser(
+        "undrain",
+        help="announce our prefixes normally again",
+        description="Example: kroute undrain",
+    )
+    for parser_ in (drain, undrain):
+        parser_.add_argument(
+            "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
+        )
+    drain.set_defaults(func=cmd_drain)
+    undrain.set_defaults(func=cmd_undrain)
 
     cleanup = sub.add_parser(
         "cleanup",

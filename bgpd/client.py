@@ -29,11 +29,11 @@ def socket_path(arg: str | None) -> str:
     return arg or os.environ.get("KROUTE_SOCKET") or DEFAULT_SOCKET
 
 
-def fetch_status(path: str, timeout: float = 5.0) -> dict[str, Any]:
-    """GET /status from the daemon listening on the unix socket `path`."""
+def call(path: str, endpoint: str, method: str = "GET", timeout: float = 5.0) -> Any:
+    """One request to the daemon on the unix socket `path`; the decoded JSON answer."""
     conn = _UnixHTTPConnection(path, timeout)
     try:
-        conn.request("GET", "/status")
+        conn.request(method, endpoint)
         response = conn.getresponse()
         body = response.read()
     except OSError as exc:
@@ -43,12 +43,23 @@ def fetch_status(path: str, timeout: float = 5.0) -> dict[str, Any]:
         ) from None
     finally:
         conn.close()
-    if response.status != 200:
-        raise KrouteError(f"kroute at {path} answered HTTP {response.status}")
     try:
         data = json.loads(body)
     except ValueError:
-        raise KrouteError(f"kroute at {path} answered something that is not JSON") from None
+        data = None
+    if response.status != 200:
+        detail = data.get("error") if isinstance(data, dict) else None
+        raise KrouteError(
+            f"kroute at {path} answered HTTP {response.status}: {detail or body[:200]!r}"
+        )
+    if data is None:
+        raise KrouteError(f"kroute at {path} answered something that is not JSON")
+    return data
+
+
+def fetch_status(path: str, timeout: float = 5.0) -> dict[str, Any]:
+    """GET /status from the daemon listening on the unix socket `path`."""
+    data = call(path, "/status", timeout=timeout)
     if not isinstance(data, dict):
         raise KrouteError(f"kroute at {path} answered JSON that is not an object")
     return data

@@ -10,44 +10,20 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
+from bgpd.config_types import CIDR, Model, Network
 from bgpd.errors import ConfigError
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _parse_cidr(value: object) -> Network:
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"must be a CIDR string like 10.244.1.0/24, got {value!r}")
-    try:
-        return ipaddress.ip_network(value, strict=True)
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a CIDR; write it like 10.244.1.0/24") from None
-    raise ValueError(f"{value!r} has host bits set; use {loose}")
-
-
-CIDR = Annotated[Network, PlainValidator(_parse_cidr), PlainSerializer(str)]
+from bgpd.peer_config import PeerConfig
 
 RANGES = {
     "bgp.asn": "1-4294967295",
@@ -61,15 +37,7 @@ DEFAULT_SOCKET = "/run/kroute/kroute.sock"
 DEFAULT_RUN_DIR = "/run/kroute"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        extra="forbid",
-        frozen=True,
-    )
-
-
-class NodeConfig(_Model):
+class NodeConfig(Model):
     """This node. Empty fields are derived from the host at load time."""
 
     name: str = ""
@@ -77,16 +45,45 @@ class NodeConfig(_Model):
     router_id: ipaddress.IPv4Address | None = Field(default=None, alias="routerId")
 
 
-class GracefulRestartConfig(_Model):
+class GracefulRestartConfig(Model):
     enabled: bool = True
     restart_time: int = Field(default=120, ge=1, le=4095, strict=True)
 
 
-class BgpConfig(_Model):
+class BgpConfig(Model):
     asn: int = Field(ge=1, le=4294967295, strict=True)
     hold_time: int = Field(default=90, ge=0, le=65535, strict=True)
     listen_port: int = Field(default=179, ge=1, le=65535, strict=True)
     graceful_restart: GracefulRestartConfig = GracefulRestartConfig()
+    mesh: Literal["full", "none"] = "full"
+    advertise_cluster_ips: bool = Field(default=False, alias="advertiseClusterIPs")
+    peers: tuple[PeerConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _peers_consistent(self) -> BgpConfig:
+        errors: list[str] = []
+        seen: dict[object, int] = {}
+        for i, peer in enumerate(self.peers):
+            where = f"bgp.peers[{i}]"
+            if peer.address in seen:
+                errors.append(
+                    f"{where}.address: {peer.address} already used by "
+                    f"bgp.peers[{seen[peer.address]}]; list each peer once"
+                )
+            seen.setdefault(peer.address, i)
+            if peer.ebgp_multihop is not None and peer.asn == self.asn:
+                errors.append(
+                    f"{where}.ebgpMultihop: only for eBGP peers; {peer.address} is iBGP "
+                    f"(AS {peer.asn}); remove it"
+                )
+            if peer.route_reflector_client and peer.asn != self.asn:
+                errors.append(
+                    f"{where}.routeReflectorClient: only iBGP peers can be reflector clients; "
+                    f"{peer.address} is AS {peer.asn}"
+                )
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
 
     @field_validator("hold_time")
     @classmethod
@@ -96,15 +93,17 @@ class BgpConfig(_Model):
         return value
 
 
-class ClusterNode(_Model):
+class ClusterNode(Model):
     name: str = Field(min_length=1)
     ip: ipaddress.IPv4Address
     pod_cidrs: tuple[CIDR, ...] = Field(default=(), alias="podCIDRs")
+    route_reflector_cluster_id: ipaddress.IPv4Address | None = None
 
 
-class ClusterConfig(_Model):
+class ClusterConfig(Model):
     source: str = Field(default="static", pattern="^static$")
     nodes: tuple[ClusterNode, ...] = ()
+    service_cidrs: tuple[CIDR, ...] = Field(default=(), alias="serviceCIDRs")
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterConfig:
@@ -139,7 +138,7 @@ class ClusterConfig(_Model):
         return self
 
 
-class StatusConfig(_Model):
+class StatusConfig(Model):
     listen: str = "127.0.0.1:9479"
     socket: str = DEFAULT_SOCKET
 
@@ -151,7 +150,7 @@ class StatusConfig(_Model):
         return value
 
 
-class Config(_Model):
+class Config(Model):
     """The whole file. `node` fields are filled in by `load_config`."""
 
     node: NodeConfig = NodeConfig()

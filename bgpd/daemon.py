@@ -17,14 +17,18 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
 from bgpd.config import Config
 from bgpd.desired import desired_kernel_routes
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
-from bgpd.exabgp_conf import NeighborSpec, SpeakerSpec
+from bgpd.exabgp_conf import SpeakerSpec
+from bgpd.peer_config import PrefixKind
+from bgpd.peers import own_cluster_id, resolve_peers
+from bgpd.policy import LocalFacts
 from bgpd.rib import Rib, best_next_hops
+from bgpd.sessions import PeerStatus, Sessions
 from bgpd.speaker import EventHandler, ExaBGPSpeaker, Speaker
 from datapath.routes import KernelRoute, KernelRouteReconciler, KernelRoutes
 
@@ -35,38 +39,36 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SpeakerFactory = Callable[[SpeakerSpec, Path, EventHandler], Speaker]
 
 RESYNC_INTERVAL = 30.0
-STATE_NAMES = {"up": "established", "connected": "connect", "down": "idle"}
+KERNEL_RETRY = 5.0  # seconds before routes the kernel refused are tried again
+DRAIN_STATES = ("none", "draining", "drained")
 
 
-@dataclass
-class PeerStatus:
-    """What the daemon knows about one neighbor's session."""
-
-    name: str
-    address: IPAddress
-    asn: int
-    state: str = "idle"
-    since: float | None = None
-    info: str = ""
-    restart_time: int | None = None
-    eor_received: bool = False
-    stale_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+def local_facts(config: Config) -> LocalFacts:
+    """What import policy protects: our prefixes, node addresses, loop markers."""
+    assert config.node.ip is not None and config.node.router_id is not None
+    me = config.self_node()
+    cluster_id = own_cluster_id(config)
+    return LocalFacts(
+        asn=config.bgp.asn,
+        router_id=str(config.node.router_id),
+        cluster_id=str(cluster_id) if cluster_id is not None else None,
+        own_cidrs=me.pod_cidrs if me else (),
+        node_addresses=(config.node.ip, *(n.ip for n in config.cluster.nodes)),
+        own_address=config.node.ip,
+    )
 
 
 def speaker_spec(config: Config) -> SpeakerSpec:
-    """The speaker's view of the config: every other cluster node, iBGP full mesh."""
+    """The speaker's view of the config: this node's side and every resolved peer."""
     assert config.node.ip is not None and config.node.router_id is not None
-    gr = config.bgp.graceful_restart
     return SpeakerSpec(
         router_id=config.node.router_id,
         local_address=config.node.ip,
         asn=config.bgp.asn,
         hold_time=config.bgp.hold_time,
         port=config.bgp.listen_port,
-        restart_time=gr.restart_time if gr.enabled else None,
-        neighbors=tuple(
-            NeighborSpec(address=n.ip, asn=config.bgp.asn, name=n.name) for n in config.peers()
-        ),
+        restart_time=config.bgp.graceful_restart.restart_time,
+        neighbors=resolve_peers(config),
     )
 
 
@@ -82,14 +84,32 @@ class Daemon:
         self.clock = clock
         self.started_at = clock()
         self.rib = Rib()
-        self.peers: dict[IPAddress, PeerStatus] = {
-            n.ip: PeerStatus(name=n.name, address=n.ip, asn=config.bgp.asn) for n in config.peers()
-        }
         me = config.self_node()
         self.own_cidrs: tuple[Network, ...] = me.pod_cidrs if me else ()
+        self.local_prefixes: dict[Network, PrefixKind] = dict.fromkeys(self.own_cidrs, "podCIDR")
+        if config.bgp.advertise_cluster_ips:  # kube-router's --advertise-cluster-ip
+            for cidr in config.cluster.service_cidrs:
+                self.local_prefixes[cidr] = "serviceClusterIP"
+        self._dirty = asyncio.Event()
+        self.sessions = Sessions(
+            resolve_peers(config),
+            self.rib,
+            local_facts(config),
+            on_change=self._dirty.set,
+            teardown=self._teardown,
+            clock=clock,
+        )
+        self.peers: dict[IPAddress, PeerStatus] = self.sessions.peers
+        cluster_id = own_cluster_id(config)
+        self.cluster_id = str(cluster_id) if cluster_id is not None else None
+        self.advertised: PeerAdvertisements = {}
+        self._drain_file = Path(config.run_dir) / "drain-state"
+        self.drain_state = self._load_drain_state()
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.kernel = kernel
         self.reconciler = KernelRouteReconciler(kernel)
         self.kernel_routes: dict[Network, KernelRoute] = {}
+        self.kernel_failures: dict[Network, str] = {}
         self.adopted: dict[Network, KernelRoute] = {}
         self.ready = False
         self.last_reconcile: float | None = None
@@ -97,7 +117,6 @@ class Daemon:
         self.speaker = speaker_factory(
             speaker_spec(config), Path(config.run_dir), self.handle_event
         )
-        self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._adoption_timer: asyncio.TimerHandle | None = None
 
@@ -115,7 +134,7 @@ class Daemon:
             self._adoption_timer = loop.call_later(window, self._end_adoption, "timeout")
         if not self.peers:
             self._end_adoption("no-peers")
-        self.speaker.set_advertisements(self.own_cidrs)
+        self._advertise()
         await self.speaker.start()
         self._reconciler_task = asyncio.create_task(self._reconcile_loop(), name="reconcile")
         self._dirty.set()
@@ -140,11 +159,10 @@ class Daemon:
         self._reconciler_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reconciler_task
-        for peer in self.peers.values():
-            if peer.stale_timer is not None:
-                peer.stale_timer.cancel()
-        if self._adoption_timer is not None:
-            self._adoption_timer.cancel()
+        self.sessions.cancel_timers()
+        for timer in (self._adoption_timer, self._drain_timer):
+            if timer is not None:
+                timer.cancel()
         await self.speaker.stop()
         self.kernel.close()
 
@@ -165,98 +183,94 @@ class Daemon:
 
     def handle_event(self, event: Event) -> None:
         if isinstance(event, PeerState):
-            self._on_state(event)
+            self.sessions.on_state(event)
         elif isinstance(event, PeerOpen):
-            self._on_open(event)
+            self.sessions.on_open(event)
+            self._dirty.set()  # router IDs matter to reflection
         elif isinstance(event, RoutesUpdate):
-            if event.peer in self.peers and self.rib.apply(event):
-                self._dirty.set()
+            self.sessions.on_update(event)
         elif isinstance(event, EndOfRib):
-            self._on_eor(event)
+            self.sessions.on_eor(event)
+            if self.adopted and self.sessions.all_eor():
+                self._end_adoption("all-peers-eor")
 
-    def _on_state(self, event: PeerState) -> None:
-        peer = self.peers.get(event.peer)
-        if peer is None:
+    def _teardown(self, peer: IPAddress, cease_subcode: int) -> None:
+        self.speaker.teardown(peer, cease_subcode)
+
+    # -- drain -------------------------------------------------------------------
+
+    def drain(self, wait: float) -> None:
+        """Announce our prefixes with GRACEFUL_SHUTDOWN and the lowest local preference,
+        so peers move traffic away, then withdraw them after `wait` seconds."""
+        if self.drain_state != "none":
             return
-        state = STATE_NAMES[event.state]
-        if state != peer.state:
-            peer.since = self.clock()
-        peer.state = state
-        if event.state == "up":
-            peer.info = "Established"
-            peer.eor_received = False
-        elif event.state == "down":
-            peer.info = event.reason
-            self._on_down(peer, event.reason)
+        self._set_drain_state("draining")
+        loop = asyncio.get_running_loop()
+        self._drain_timer = loop.call_later(wait, self._set_drain_state, "drained")
 
-    def _on_down(self, peer: PeerStatus, reason: str) -> None:
-        """RFC 4724: a session that closed without NOTIFICATION from a peer that does
-        graceful restart keeps its routes as stale; anything else loses them now."""
-        if peer.stale_timer is not None:
-            # Already waiting for this peer's restart (reconnect attempts fail too): what
-            # it re-sent meanwhile turns stale again, the deadline stays.
-            self.rib.mark_stale(peer.address)
-            return
-        graceful = peer.restart_time is not None and not reason.startswith("notification")
-        if graceful and self.rib.received_count(peer.address):
-            assert peer.restart_time is not None
-            self.rib.mark_stale(peer.address)
-            loop = asyncio.get_running_loop()
-            peer.stale_timer = loop.call_later(peer.restart_time, self._stale_expired, peer)
-            log.info(
-                "event=peer-restarting peer=%s stale=%d restart_time=%ss",
-                peer.address,
-                self.rib.stale_count(peer.address),
-                peer.restart_time,
-            )
-        elif self.rib.clear(peer.address):
-            log.info("event=peer-routes-removed peer=%s reason=%r", peer.address, reason)
-            self._dirty.set()
+    def undrain(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self._set_drain_state("none")
 
-    def _stale_expired(self, peer: PeerStatus) -> None:
-        peer.stale_timer = None
-        if self.rib.drop_stale(peer.address):
-            log.info("event=stale-routes-expired peer=%s", peer.address)
-            self._dirty.set()
+    def _set_drain_state(self, state: str) -> None:
+        log.info("event=drain-state state=%s", state)
+        self.drain_state = state
+        self._drain_file.parent.mkdir(parents=True, exist_ok=True)
+        self._drain_file.write_text(state + "\n")  # a restarted kroute stays drained
+        self._dirty.set()
 
-    def _on_open(self, event: PeerOpen) -> None:
-        peer = self.peers.get(event.peer)
-        if peer is None:
-            return
-        peer.restart_time = event.restart_time
-        self.rib.set_router_id(event.peer, event.router_id)
+    def _load_drain_state(self) -> str:
+        try:
+            state = self._drain_file.read_text().strip()
+        except OSError:
+            return "none"
+        return "drained" if state in ("draining", "drained") else "none"
 
-    def _on_eor(self, event: EndOfRib) -> None:
-        peer = self.peers.get(event.peer)
-        if peer is None:
-            return
-        peer.eor_received = True
-        if peer.stale_timer is not None:
-            peer.stale_timer.cancel()
-            peer.stale_timer = None
-        if self.rib.drop_stale(event.peer):
-            self._dirty.set()
-        if self.adopted and all(p.eor_received for p in self.peers.values()):
-            self._end_adoption("all-peers-eor")
+    # -- advertisements ------------------------------------------------------------
+
+    def desired_advertisements(self) -> PeerAdvertisements:
+        reflector = None
+        if self.cluster_id is not None:
+            router_ids = {a: self.rib.peer(a).router_id for a in self.peers}
+            reflector = Reflector(self.cluster_id, router_ids)
+        return desired_advertisements(
+            tuple(p.peer for p in self.peers.values()),
+            self.local_prefixes,
+            self.rib.paths(),
+            local_asn=self.config.bgp.asn,
+            reflector=reflector,
+            draining=self.drain_state == "draining",
+            withdrawn=self.drain_state == "drained",
+        )
+
+    def _advertise(self) -> None:
+        self.advertised = self.desired_advertisements()
+        self.speaker.set_advertisements(self.advertised)
 
     # -- kernel reconciliation -------------------------------------------------
 
     def desired_routes(self) -> dict[Network, KernelRoute]:
         assert self.config.node.ip is not None
         learned = best_next_hops(self.rib.paths(), exclude_next_hops=[self.config.node.ip])
-        return desired_kernel_routes(self.own_cidrs, learned, self.adopted)
+        return desired_kernel_routes(self.own_cidrs, learned, self.adopted, self.local_prefixes)
 
     async def _reconcile_loop(self) -> None:
         loop = asyncio.get_running_loop()
         last_full = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout=RESYNC_INTERVAL)
+                # not wait_for: on 3.11 it can swallow the cancel of stop() when the event
+                # was set at the same moment, and stop() would never return
+                async with asyncio.timeout(RESYNC_INTERVAL):
+                    await self._dirty.wait()
             self._dirty.clear()
             full = time.monotonic() - last_full >= RESYNC_INTERVAL
             if full:
                 last_full = time.monotonic()
             try:
+                self._advertise()
                 desired = self.desired_routes()
                 result = await loop.run_in_executor(
                     None, functools.partial(self.reconciler.reconcile, desired, full=full)
@@ -268,8 +282,11 @@ class Daemon:
                 self._dirty.set()
                 continue
             self.kernel_routes = desired
+            self.kernel_failures = {route.prefix: error for route, error in result.failed}
             for route, error in result.failed:
                 self.kernel_routes.pop(route.prefix, None)
                 log.debug("event=route-not-installed route=%s error=%r", route, error)
+            if result.failed:
+                loop.call_later(KERNEL_RETRY, self._dirty.set)
             self.last_reconcile = self.clock()
             self.ready = True

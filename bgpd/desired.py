@@ -19,18 +19,21 @@ def desired_kernel_routes(
     own_cidrs: Iterable[Network],
     learned: Mapping[Network, tuple[IPAddress, ...]],
     adopted: Mapping[Network, KernelRoute],
+    local: Iterable[Network] = (),
 ) -> dict[Network, KernelRoute]:
     """Blackholes for our own pod CIDRs, learned best paths (ECMP), and routes adopted
     at start that nothing has replaced yet (kept until the graceful-restart window
-    closes, so a restart never drops a route that is still valid)."""
+    closes, so a restart never drops a route that is still valid). Other prefixes we
+    announce ourselves (`local`, e.g. service CIDRs) are served here: no route."""
     own = set(own_cidrs)
+    served = set(local) - own
     desired: dict[Network, KernelRoute] = {}
     for prefix, route in adopted.items():
-        if prefix not in own:
+        if prefix not in own and prefix not in served:
             desired[prefix] = route
     for prefix, hops in learned.items():
         usable = tuple(h for h in hops if usable_next_hop(prefix, h))
-        if prefix not in own and usable:
+        if prefix not in own and prefix not in served and usable:
             desired[prefix] = KernelRoute.via(prefix, *usable)
     for prefix in own:
         desired[prefix] = KernelRoute.blackhole(prefix)

@@ -11,16 +11,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bgpd.peer_config import read_password
+from bgpd.peers import Peer
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True)
-class NeighborSpec:
-    """One BGP neighbor as exabgp should see it."""
-
-    address: IPAddress
-    asn: int
-    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,39 +26,46 @@ class SpeakerSpec:
     asn: int
     hold_time: int
     port: int
-    restart_time: int | None  # None: graceful restart off
-    neighbors: tuple[NeighborSpec, ...]
+    restart_time: int  # advertised to peers whose graceful restart is on
+    neighbors: tuple[Peer, ...]
 
 
 def render_config(spec: SpeakerSpec, bridge_socket: str) -> str:
-    """The exabgp.conf text: one API process (the bridge) and one block per neighbor."""
+    """The exabgp.conf text: one API process (the bridge) and one block per neighbor.
+    It holds MD5 passwords: the speaker writes it with mode 0600."""
     lines = [
         "process kroute {",
         f"    run {sys.executable} -m bgpd.bridge {bridge_socket};",
         "    encoder json;",
         "}",
     ]
-    for neighbor in spec.neighbors:
-        lines.extend(_neighbor_block(spec, neighbor))
+    for peer in spec.neighbors:
+        lines.extend(_neighbor_block(spec, peer))
     return "\n".join(lines) + "\n"
 
 
-def _neighbor_block(spec: SpeakerSpec, neighbor: NeighborSpec) -> Sequence[str]:
-    family = "ipv4 unicast" if neighbor.address.version == 4 else "ipv6 unicast"
-    block = [f"neighbor {neighbor.address} {{"]
-    if neighbor.name:
-        block.append(f'    description "{neighbor.name}";')
+def _neighbor_block(spec: SpeakerSpec, peer: Peer) -> Sequence[str]:
+    family = "ipv4 unicast" if peer.address.version == 4 else "ipv6 unicast"
+    block = [f"neighbor {peer.address} {{"]
+    if peer.name:
+        block.append(f'    description "{peer.name}";')
     block += [
         f"    router-id {spec.router_id};",
         f"    local-address {spec.local_address};",
         f"    local-as {spec.asn};",
-        f"    peer-as {neighbor.asn};",
-        f"    hold-time {spec.hold_time};",
-        f"    connect {spec.port};",
+        f"    peer-as {peer.asn};",
+        f"    hold-time {peer.hold_time};",
+        f"    connect {peer.port};",
         "    manual-eor true;",
-        "    capability {",
     ]
-    if spec.restart_time is not None:
+    if peer.passive:
+        block.append("    passive true;")
+    if peer.multihop is not None:
+        block.append(f"    outgoing-ttl {peer.multihop};")
+    if peer.password_file is not None:
+        block.append(f'    md5-password "{read_password(peer.password_file)}";')
+    block.append("    capability {")
+    if peer.graceful_restart:
         block.append(f"        graceful-restart {spec.restart_time};")
     block += [
         "        route-refresh;",

@@ -7,7 +7,7 @@ next hops per prefix; nothing here touches a socket or the kernel.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bgpd.events import ORIGINS, PathAttributes, RoutesUpdate
@@ -16,6 +16,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_LOCAL_PREF = 100
+
+Verdict = Callable[[Network, PathAttributes], str | None]
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Path:
     peer_router_id: str
     attributes: PathAttributes
     stale: bool = False
+    ebgp: bool = False
 
 
 @dataclass
@@ -33,8 +36,10 @@ class PeerRib:
     """What one peer sent us, and which of it is only kept through its restart."""
 
     router_id: str = ""
+    ebgp: bool = False
     routes: dict[Network, PathAttributes] = field(default_factory=dict)
     stale: set[Network] = field(default_factory=set)
+    rejected: dict[Network, str] = field(default_factory=dict)
 
 
 class Rib:
@@ -49,20 +54,24 @@ class Rib:
     def set_router_id(self, address: IPAddress, router_id: str) -> None:
         self.peer(address).router_id = router_id
 
-    def apply(self, update: RoutesUpdate, accept: Iterable[Network] | None = None) -> bool:
-        """Apply one UPDATE; `accept`, when given, is the subset of announced prefixes
-        that passed import policy (the others are treated as withdrawn)."""
+    def apply(self, update: RoutesUpdate, verdict: Verdict | None = None) -> bool:
+        """Apply one UPDATE. `verdict` is import policy: None accepts, a string is the
+        reason for refusing (the route is then treated as withdrawn and remembered
+        as rejected, so `kroute routes` can say why)."""
         rib = self.peer(update.peer)
-        allowed = None if accept is None else set(accept)
         changed = False
         for prefix in update.withdrawn:
             changed |= rib.routes.pop(prefix, None) is not None
             rib.stale.discard(prefix)
+            rib.rejected.pop(prefix, None)
         for prefix, attributes in update.announced:
-            if allowed is not None and prefix not in allowed:
+            reason = verdict(prefix, attributes) if verdict is not None else None
+            if reason is not None:
                 changed |= rib.routes.pop(prefix, None) is not None
                 rib.stale.discard(prefix)
+                rib.rejected[prefix] = reason
                 continue
+            rib.rejected.pop(prefix, None)
             if rib.routes.get(prefix) != attributes or prefix in rib.stale:
                 changed = True
             rib.routes[prefix] = attributes
@@ -87,8 +96,20 @@ class Rib:
 
     def clear(self, address: IPAddress) -> bool:
         """The peer is gone without graceful restart: forget everything it sent."""
-        rib = self._peers.pop(address, None)
-        return rib is not None and bool(rib.routes)
+        rib = self._peers.get(address)
+        if rib is None:
+            return False
+        had_routes = bool(rib.routes)
+        rib.routes, rib.stale, rib.rejected = {}, set(), {}
+        return had_routes
+
+    def rejected(self) -> dict[Network, list[tuple[IPAddress, str]]]:
+        """Every refused prefix with who sent it and why."""
+        result: dict[Network, list[tuple[IPAddress, str]]] = {}
+        for address, rib in self._peers.items():
+            for prefix, reason in rib.rejected.items():
+                result.setdefault(prefix, []).append((address, reason))
+        return result
 
     def received_count(self, address: IPAddress) -> int:
         rib = self._peers.get(address)
@@ -103,22 +124,30 @@ class Rib:
         result: dict[Network, list[Path]] = {}
         for address, rib in self._peers.items():
             for prefix, attributes in rib.routes.items():
-                path = Path(address, rib.router_id, attributes, prefix in rib.stale)
+                path = Path(address, rib.router_id, attributes, prefix in rib.stale, rib.ebgp)
                 result.setdefault(prefix, []).append(path)
         return result
 
 
-def _preference(path: Path) -> tuple[int, int, int, int]:
-    """Sort key of the decision steps that decide multipath equality (lower wins)."""
+def _preference(path: Path) -> tuple[int, int, int, int, int]:
+    """Sort key of the decision steps that decide multipath equality (lower wins).
+    MED is compared across all paths (as `always-compare-med`)."""
     attrs = path.attributes
     local_pref = DEFAULT_LOCAL_PREF if attrs.local_pref is None else attrs.local_pref
-    return (-local_pref, len(attrs.as_path), ORIGINS[attrs.origin], attrs.med or 0)
+    return (
+        -local_pref,
+        len(attrs.as_path),
+        ORIGINS[attrs.origin],
+        attrs.med or 0,
+        0 if path.ebgp else 1,
+    )
 
 
 def best_paths(paths: Iterable[Path]) -> list[Path]:
     """The best path and every path equal to it up to the router-ID tie-break (ECMP).
 
-    Order: highest local preference, shortest AS path, lowest origin, lowest MED.
+    Order: highest local preference, shortest AS path, lowest origin, lowest MED,
+    eBGP over iBGP.
     The list is sorted by router ID then peer, so the first entry is the single best.
     """
     candidates = list(paths)

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bgpd.advertise import PeerAdvertisements
 from bgpd.events import Ack, Event, Malformed, PeerState, parse_line
+from bgpd.exabgp_commands import (
+    announce_commands,
+    eor_command,
+    teardown_command,
+    withdraw_commands,
+)
 from bgpd.exabgp_conf import SpeakerSpec, render_config, render_env
 
 log = logging.getLogger(__name__)
@@ -35,7 +42,6 @@ EventHandler = Callable[[Event], None]
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
-NLRI_BATCH = 500
 LINE_LIMIT = 64 << 20  # one exabgp JSON line per UPDATE; extended messages make them long
 
 
@@ -53,31 +59,13 @@ class Speaker(Protocol):
 
     async def start(self) -> None: ...
 
-    def set_advertisements(self, prefixes: Iterable[Network]) -> None: ...
+    def set_advertisements(self, advertisements: PeerAdvertisements) -> None: ...
+
+    def teardown(self, peer: IPAddress, cease_subcode: int) -> None: ...
 
     def info(self) -> SpeakerInfo: ...
 
     async def stop(self) -> None: ...
-
-
-def announce_commands(prefixes: Iterable[Network], neighbor: IPAddress | None = None) -> list[str]:
-    """`announce attributes ... nlri` commands, batched per family, next-hop self."""
-    return _nlri_commands("announce attributes next-hop self nlri", prefixes, neighbor)
-
-
-def withdraw_commands(prefixes: Iterable[Network], neighbor: IPAddress | None = None) -> list[str]:
-    return _nlri_commands("withdraw attributes next-hop self nlri", prefixes, neighbor)
-
-
-def _nlri_commands(verb: str, prefixes: Iterable[Network], neighbor: IPAddress | None) -> list[str]:
-    scope = f"neighbor {neighbor} " if neighbor is not None else ""
-    ordered = sorted(prefixes, key=lambda p: (p.version, p))
-    commands = []
-    for version in (4, 6):
-        family = [str(p) for p in ordered if p.version == version]
-        for i in range(0, len(family), NLRI_BATCH):
-            commands.append(f"{scope}{verb} {' '.join(family[i : i + NLRI_BATCH])}")
-    return commands
 
 
 class ExaBGPSpeaker:
@@ -90,8 +78,8 @@ class ExaBGPSpeaker:
         self._socket_path = run_dir / "exabgp.sock"
         self._config_path = run_dir / "exabgp.conf"
         self._pid_path = run_dir / "exabgp.pid"
-        self._wanted: set[Network] = set()
-        self._announced: set[Network] = set()
+        self._wanted: PeerAdvertisements = {}
+        self._announced: PeerAdvertisements = {}
         self._up: set[IPAddress] = set()
         self._writer: asyncio.StreamWriter | None = None
         self._pending: deque[str] = deque()
@@ -106,6 +94,8 @@ class ExaBGPSpeaker:
     async def start(self) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._end_leftover_exabgp()
+        self._config_path.touch(mode=0o600)
+        self._config_path.chmod(0o600)  # it holds MD5 passwords
         self._config_path.write_text(render_config(self._spec, str(self._socket_path)))
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
@@ -115,9 +105,14 @@ class ExaBGPSpeaker:
         os.chmod(self._socket_path, 0o600)
         self._supervisor = asyncio.create_task(self._supervise(), name="exabgp-supervisor")
 
-    def set_advertisements(self, prefixes: Iterable[Network]) -> None:
-        self._wanted = set(prefixes)
-        self._sync_advertisements()
+    def set_advertisements(self, advertisements: PeerAdvertisements) -> None:
+        """What each neighbor should hold; differences go out to established ones."""
+        self._wanted = {peer: dict(advs) for peer, advs in advertisements.items()}
+        for peer in sorted(self._up, key=lambda a: (a.version, a)):
+            self._sync(peer)
+
+    def teardown(self, peer: IPAddress, cease_subcode: int) -> None:
+        self._send([teardown_command(peer, cease_subcode)])
 
     def info(self) -> SpeakerInfo:
         process = self._process
@@ -225,8 +220,7 @@ class ExaBGPSpeaker:
             log.warning("event=bridge-duplicate action=closing-old")
             self._drop_connection()
         self._writer = writer
-        self._announced = set()
-        self._sync_advertisements()
+        self._announced = {}
         try:
             while True:
                 line = await reader.readline()
@@ -247,7 +241,7 @@ class ExaBGPSpeaker:
             self._writer.close()
         self._writer = None
         self._pending.clear()
-        self._announced = set()
+        self._announced = {}
         for peer in sorted(self._up, key=lambda a: (a.version, a)):
             if not self._stopping:
                 self._on_event(PeerState(peer, "down", reason="exabgp restarting"))
@@ -270,6 +264,7 @@ class ExaBGPSpeaker:
                 self._replay_to(event.peer)
             else:
                 self._up.discard(event.peer)
+                self._announced.pop(event.peer, None)
         self._on_event(event)
 
     def _send(self, commands: Iterable[str]) -> None:
@@ -279,17 +274,19 @@ class ExaBGPSpeaker:
             self._pending.append(command)
             self._writer.write(command.encode() + b"\n")
 
-    def _sync_advertisements(self) -> None:
-        if self._writer is None:
-            return
-        self._send(withdraw_commands(self._announced - self._wanted))
-        self._send(announce_commands(self._wanted - self._announced))
-        self._announced = set(self._wanted)
+    def _sync(self, peer: IPAddress) -> None:
+        wanted = self._wanted.get(peer, {})
+        have = self._announced.setdefault(peer, {})
+        gone = [prefix for prefix in have if prefix not in wanted]
+        changed = [adv for prefix, adv in wanted.items() if have.get(prefix) != adv]
+        self._send(withdraw_commands(peer, gone))
+        self._send(announce_commands(peer, changed))
+        self._announced[peer] = dict(wanted)
 
     def _replay_to(self, peer: IPAddress) -> None:
-        """Everything we advertise, then End-of-RIB: the order graceful restart needs."""
-        self._send(announce_commands(self._wanted, neighbor=peer))
-        families = {p.version for p in self._wanted} | {peer.version}
-        for version in sorted(families):
-            afi = "ipv4" if version == 4 else "ipv6"
-            self._send([f"neighbor {peer} announce eor {afi} unicast"])
+        """Everything we advertise to `peer`, then End-of-RIB: the order graceful
+        restart needs (exabgp runs with manual-eor)."""
+        self._announced.pop(peer, None)
+        self._sync(peer)
+        families = {p.version for p in self._wanted.get(peer, {})} | {peer.version}
+        self._send([eor_command(peer, version) for version in sorted(families)])

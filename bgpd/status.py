@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bgpd.config import parse_listen
+from bgpd.routes_view import routes_report
 
 if TYPE_CHECKING:
     from bgpd.daemon import Daemon
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIVENESS_GRACE = 90.0
+DEFAULT_DRAIN_WAIT = 30.0
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -35,20 +37,26 @@ def _iso(timestamp: float | None) -> str | None:
 def status_report(daemon: Daemon) -> dict[str, Any]:
     """The `/status` document (see the README for every field)."""
     config = daemon.config
-    advertised = sorted(str(p) for p in daemon.own_cidrs)
+    advertised = sorted(
+        {str(p) for advs in daemon.advertised.values() for p in advs if p in daemon.local_prefixes}
+    )
     peers = [
         {
-            "name": peer.name,
+            "name": peer.peer.name,
             "address": str(peer.address),
-            "asn": peer.asn,
-            "type": "node-to-node mesh",
+            "asn": peer.peer.asn,
+            "type": peer.peer.type,
             "state": peer.state,
             "since": _iso(peer.since),
             "info": peer.info,
             "gracefulRestartTime": peer.restart_time,
             "prefixesReceived": daemon.rib.received_count(peer.address),
             "prefixesStale": daemon.rib.stale_count(peer.address),
-            "prefixesAdvertised": len(advertised) if peer.state == "established" else 0,
+            "prefixesAdvertised": (
+                len(daemon.advertised.get(peer.address, {})) if peer.state == "established" else 0
+            ),
+            "prefixesRejected": dict(sorted(peer.rejected.items())),
+            "updatesReceived": peer.updates,
         }
         for peer in sorted(daemon.peers.values(), key=lambda p: (p.address.version, p.address))
     ]
@@ -71,6 +79,8 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "asn": config.bgp.asn,
         "nodeIP": str(config.node.ip),
         "ready": daemon.ready,
+        "drain": daemon.drain_state,
+        "routeReflectorClusterId": daemon.cluster_id,
         "startedAt": _iso(daemon.started_at),
         "lastReconcile": _iso(daemon.last_reconcile),
         "speaker": {
@@ -88,9 +98,15 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-def build_app(daemon: Daemon) -> web.Application:
+def build_app(daemon: Daemon, *, control: bool) -> web.Application:
+    """The read-only API; with `control` (the root-only unix socket) also the POST
+    endpoints that change the node (drain, undrain)."""
+
     async def status(_: web.Request) -> web.Response:
         return web.json_response(status_report(daemon))
+
+    async def routes(_: web.Request) -> web.Response:
+        return web.json_response(routes_report(daemon))
 
     async def healthz(_: web.Request) -> web.Response:
         """Alive while the reconciler keeps running; peers being down is not death."""
@@ -108,11 +124,29 @@ def build_app(daemon: Daemon) -> web.Application:
             status=200 if daemon.ready else 503, text="ready\n" if daemon.ready else "not ready\n"
         )
 
+    async def drain(request: web.Request) -> web.Response:
+        try:
+            wait = float(request.query.get("wait", DEFAULT_DRAIN_WAIT))
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= 3600:
+            return web.json_response({"error": "wait: seconds, 0-3600"}, status=400)
+        daemon.drain(wait)
+        return web.json_response({"drain": daemon.drain_state, "withdrawIn": wait})
+
+    async def undrain(_: web.Request) -> web.Response:
+        daemon.undrain()
+        return web.json_response({"drain": daemon.drain_state})
+
     app = web.Application()
     app.router.add_get("/status", status)
+    app.router.add_get("/routes", routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", healthz)
     app.router.add_get("/readyz", readyz)
+    if control:
+        app.router.add_post("/drain", drain)
+        app.router.add_post("/undrain", undrain)
     return app
 
 
@@ -121,26 +155,29 @@ class StatusServer:
 
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
-        self._runner = web.AppRunner(build_app(daemon), access_log=None)
+        self._control = web.AppRunner(build_app(daemon, control=True), access_log=None)
+        self._public = web.AppRunner(build_app(daemon, control=False), access_log=None)
 
     async def start(self) -> None:
         status = self._daemon.config.status
-        await self._runner.setup()
+        await self._control.setup()
+        await self._public.setup()
         path = Path(status.socket)
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         old_umask = os.umask(0o177)
         try:
-            await web.UnixSite(self._runner, str(path)).start()
+            await web.UnixSite(self._control, str(path)).start()
         finally:
             os.umask(old_umask)
         if status.listen:
             host, port = parse_listen(status.listen)
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            await web.TCPSite(self._public, host, port, reuse_address=True).start()
         log.info("event=status-listening socket=%s tcp=%s", path, status.listen or "off")
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        await self._control.cleanup()
+        await self._public.cleanup()
         with contextlib.suppress(FileNotFoundError):
             Path(self._daemon.config.status.socket).unlink()

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lab import lab, net
-from lab.plan import DEFAULT_NAME, DEFAULT_NODES, LabError
+from lab import lab, net, upstream
+from lab.plan import DEFAULT_NAME, DEFAULT_NODES, UPSTREAM_KINDS, LabError
 
 EXIT_FAIL = 1
 
@@ -23,9 +23,19 @@ def _say(line: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    lab.up(args.name, args.nodes, args.timeout, _say)
+    created = lab.up(
+        args.name,
+        args.nodes,
+        args.timeout,
+        _say,
+        upstream=args.upstream,
+        reflectors=args.reflectors,
+    )
     _say(f"explore: kroute lab status --name {args.name}")
     _say(f"         kroute lab exec {args.name}-n1 -- kroute peers")
+    if args.upstream:
+        pod_ip = created.plan.nodes[0].pod_ip
+        _say(f"         kroute lab exec {args.name}-ext -- ping -c 3 {pod_ip}")
     _say(f"tear down: kroute lab down --name {args.name}")
     return 0
 
@@ -38,16 +48,21 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Exit 0 only when every listed node's daemon runs with all its peers established."""
+    """Exit 0 only when every listed node's daemon (and upstream) runs with all its peers
+    established. JSON lists the nodes; a lab's upstream is in each of its rows."""
     labs = [lab.require_lab(args.name)] if args.name else lab.all_labs()
+    ups = {each.plan.name: upstream.row(each.plan, each.router()) for each in labs}
     rows = [row for each in labs for row in lab.node_rows(each)]
+    for row in rows:
+        row["upstream"] = ups[row["lab"]]
     if args.output == "json":
         print(json.dumps(rows, indent=2))
     elif not labs:
         print("no lab is running; start one with `kroute lab up`")
     else:
         _print_table(labs, rows)
-    healthy = all(r["alive"] and r["established"] == r["peers"] for r in rows)
+    checked = [*rows, *(u for u in ups.values() if u is not None)]
+    healthy = all(r["alive"] and r["peers"] and r["established"] == r["peers"] for r in checked)
     return 0 if healthy else EXIT_FAIL
 
 
@@ -55,13 +70,23 @@ def _print_table(labs: list[lab.Lab], rows: list[dict[str, Any]]) -> None:
     for each in labs:
         plan = each.plan
         print(f"lab {plan.name}: underlay {plan.subnet}, pods {plan.pod_range}, LAN {plan.lan_ns}")
-    table = [["NODE", "NAMESPACE", "NODE IP", "POD CIDR", "POD", "POD IP", "KROUTE PID", "PEERS"]]
+        up = upstream.row(plan, each.router())
+        if up is not None:
+            pids = ", ".join(map(str, up["pids"])) or "-"
+            print(
+                f"  upstream {up['kind']} in {up['namespace']} {up['ip']} AS {up['asn']}: "
+                f"pids {pids} ({'alive' if up['alive'] else 'dead'}), "
+                f"{'?' if up['established'] is None else up['established']}/{up['peers']} "
+                f"sessions established; external host {up['extNamespace']} {up['extIP']}"
+            )
+    head = ["NODE", "NAMESPACE", "NODE IP", "POD CIDR", "POD", "POD IP", "ROLE", "KROUTE PID"]
+    table = [[*head, "PEERS"]]
     for r in rows:
         pid = f"{r['pid']} ({'alive' if r['alive'] else 'dead'})" if r["pid"] else "-"
         est = "?" if r["established"] is None else r["established"]
-        peers = f"{est}/{r['peers']} established"
-        cells = [r[key] for key in ("node", "namespace", "ip", "podCIDR", "pod", "podIP")]
-        table.append([*cells, pid, peers])
+        peers = f"{est}/{'?' if r['peers'] is None else r['peers']} established"
+        keys = ("node", "namespace", "ip", "podCIDR", "pod", "podIP", "role")
+        table.append([*(r[key] for key in keys), pid, peers])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -134,6 +159,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up = sub.add_parser("up", help="build the lab and wait for the BGP full mesh")
     up.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     up.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="number of nodes")
+    up.add_argument(
+        "--upstream",
+        choices=UPSTREAM_KINDS,
+        help="add an upstream router (AS 65000, NAME-up) and an external host (NAME-ext)",
+    )
+    up.add_argument(
+        "--reflectors",
+        type=int,
+        default=0,
+        metavar="R",
+        help="make nodes 1..R iBGP route reflectors; the others peer only with them",
+    )
     timeout(up)
     up.set_defaults(func=_guarded(cmd_up))
 

@@ -1,8 +1,10 @@
 """Is the lab converged? Read each node's `GET /status` over its unix socket and compare.
 
-A node counts as converged when every other lab node is an established peer and the
-kernel holds a current (not stale) route to every other node's pod CIDR: only then does
-a pod-to-pod ping work, which is what `lab up` and `lab restart` promise.
+A node counts as converged when every peer its daemon lists (the other nodes in a full
+mesh, only the reflectors for a reflector client, plus the upstream) is established and
+the kernel holds a current (not stale) route to every other node's pod CIDR, and to the
+external subnet when the lab has an upstream: only then does a pod-to-pod (or
+external-to-pod) ping work, which is what `lab up` and `lab restart` promise.
 """
 
 from __future__ import annotations
@@ -25,23 +27,38 @@ def problems(plan: LabPlan, node: NodePlan, status: dict[str, Any]) -> list[str]
     """What keeps `node` from being converged, one line per peer or route (empty: converged)."""
     peers = {p.get("address"): p for p in status.get("peers", [])}
     routes = {r.get("prefix"): r for r in status.get("kernelRoutes", [])}
-    found: list[str] = []
-    for other in plan.nodes:
-        if other == node:
-            continue
-        peer = peers.get(other.ip)
-        if peer is None:
-            found.append(f"node {node.name}: peer {other.name} ({other.ip}) is not configured")
-        elif peer.get("state") != "established":
+    names = {n.ip: n.name for n in plan.nodes}
+    found = [
+        f"node {node.name}: peer {name} ({ip}) is not configured"
+        for ip, name in expected_peers(plan, node)
+        if ip not in peers
+    ]
+    for address, peer in peers.items():
+        if peer.get("state") != "established":
+            name = names.get(address, peer.get("name") or "peer")
             info = f" ({peer['info']})" if peer.get("info") else ""
-            found.append(
-                f"node {node.name}: peer {other.name} ({other.ip}) is {peer.get('state')}{info}"
-            )
-        route = routes.get(other.pod_cidr)
+            found.append(f"node {node.name}: peer {name} ({address}) is {peer.get('state')}{info}")
+    wanted = [(o.pod_cidr, f"{o.name}'s pods") for o in plan.nodes if o != node]
+    if plan.upstream:
+        wanted.append((plan.upstream.ext_subnet, "the external subnet"))
+    for prefix, what in wanted:
+        route = routes.get(prefix)
         if route is None or route.get("type") != "unicast":
-            found.append(f"node {node.name}: no route to {other.name}'s pods {other.pod_cidr}")
+            found.append(f"node {node.name}: no route to {what} {prefix}")
         elif route.get("stale"):
-            found.append(f"node {node.name}: route to {other.pod_cidr} is still stale")
+            found.append(f"node {node.name}: route to {prefix} is still stale")
+    return found
+
+
+def expected_peers(plan: LabPlan, node: NodePlan) -> list[tuple[str, str]]:
+    """(address, name) of every peer `node` must have: the other nodes (all of them in a
+    full mesh or on a reflector, only the reflectors on a client), plus the upstream."""
+    others = [n for n in plan.nodes if n != node]
+    if plan.reflectors and not plan.is_reflector(node):
+        others = [n for n in others if plan.is_reflector(n)]
+    found = [(n.ip, n.name) for n in others]
+    if plan.upstream:
+        found.append((plan.upstream.ip, "upstream"))
     return found
 
 
@@ -49,10 +66,12 @@ def wait_converged(
     plan: LabPlan,
     timeout: float,
     check_alive: Callable[[NodePlan], None],
+    others: Callable[[], list[str]] = list,
 ) -> None:
     """Poll every node until all are converged; LabError naming what is still missing.
 
-    `check_alive` raises when a node's daemon died, so a crash fails fast with its log.
+    `check_alive` raises when a node's daemon died, so a crash fails fast with its log;
+    `others` lists what else is missing (the upstream router's routes), raising if it died.
     """
     deadline = time.monotonic() + timeout
     pending = list(plan.nodes)
@@ -67,9 +86,14 @@ def wait_converged(
             last[node.name] = issues
             if not issues:
                 pending.remove(node)
-        if not pending:
+        outside = others() if not pending else []
+        if not pending and not outside:
             return
         if time.monotonic() >= deadline:
+            if not pending:
+                raise LabError(
+                    f"lab {plan.name} did not converge within {timeout:g}s: " + "; ".join(outside)
+                )
             node = pending[0]
             raise LabError(
                 f"lab {plan.name} did not converge within {timeout:g}s: "

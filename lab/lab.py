@@ -24,7 +24,7 @@ from typing import Any
 
 from bgpd.client import fetch_status
 from bgpd.errors import KrouteError
-from lab import health, net, procs
+from lab import health, net, procs, upstream
 from lab.plan import (
     LAB_ROOT,
     LabError,
@@ -38,6 +38,7 @@ from lab.plan import (
     render_config,
 )
 from lab.procs import Proc
+from lab.routers import DaemonRouter, RouterError
 
 Say = Callable[[str], None]
 STOP_TIMEOUT = 15.0
@@ -45,13 +46,16 @@ STOP_TIMEOUT = 15.0
 
 @dataclass
 class Lab:
-    """A lab's plan plus the daemons it started (node name -> process)."""
+    """A lab's plan plus the daemons it started (node name -> process) and the upstream's."""
 
     plan: LabPlan
     daemons: dict[str, Proc] = field(default_factory=dict)
+    upstream_procs: list[Proc] = field(default_factory=list)
 
     def save(self) -> None:
         data = plan_to_dict(self.plan)
+        if data["upstream"]:
+            data["upstream"]["pids"] = [[p.pid, p.start] for p in self.upstream_procs]
         for node in data["nodes"]:
             proc = self.daemons.get(node["name"])
             node["pid"], node["pidStart"] = (proc.pid, proc.start) if proc else (None, None)
@@ -77,7 +81,18 @@ class Lab:
             for n in data.get("nodes", [])
             if n.get("pid") is not None
         }
-        return cls(plan_from_dict(data), daemons)
+        upstream = [
+            Proc(int(pid), int(start))
+            for pid, start in (data.get("upstream") or {}).get("pids", [])
+        ]
+        return cls(plan_from_dict(data), daemons, upstream)
+
+    def router(self) -> DaemonRouter | None:
+        """The upstream router, holding the PIDs recorded for it (None without one)."""
+        return upstream.make(self.plan, self.upstream_procs)
+
+    def upstream_problems(self) -> list[str]:
+        return upstream.problems(self.plan, self.router())
 
     def node_alive(self, node: NodePlan) -> bool:
         proc = self.daemons.get(node.name)
@@ -145,8 +160,16 @@ def start_daemon(lab: Lab, node: NodePlan) -> Proc:
     return proc
 
 
-def up(name: str, nodes: int, timeout: float, say: Say) -> Lab:
-    """Build lab `name`, start its daemons and wait for the full mesh; undo all on failure."""
+def up(
+    name: str,
+    nodes: int,
+    timeout: float,
+    say: Say,
+    *,
+    upstream: str | None = None,
+    reflectors: int = 0,
+) -> Lab:
+    """Build lab `name`, start its daemons and wait for the mesh; undo all on failure."""
     _require_root()
     check_name(name)
     with _registry_lock(LAB_ROOT):
@@ -156,7 +179,8 @@ def up(name: str, nodes: int, timeout: float, say: Say) -> Lab:
                 "or pick another --name"
             )
         used = {lab.plan.index for lab in all_labs()}
-        lab = Lab(plan_lab(name, lowest_free_index(used), nodes))
+        index = lowest_free_index(used)
+        lab = Lab(plan_lab(name, index, nodes, upstream=upstream, reflectors=reflectors))
         taken = [ns for ns in lab.plan.namespaces() if net.netns_exists(ns)]
         if taken:
             raise LabError(
@@ -170,8 +194,8 @@ def up(name: str, nodes: int, timeout: float, say: Say) -> Lab:
         say(f"lab {name}: underlay {plan.subnet}, pods {plan.pod_range}, state {plan.state_path}")
         _build(lab, say)
         started = time.monotonic()
-        say(f"lab {name}: waiting up to {timeout:g}s for the BGP full mesh and routes")
-        health.wait_converged(plan, timeout, lab.require_alive)
+        say(f"lab {name}: waiting up to {timeout:g}s for the BGP sessions and routes")
+        health.wait_converged(plan, timeout, lab.require_alive, lab.upstream_problems)
         say(f"lab {name} is up: {nodes} nodes converged in {time.monotonic() - started:.1f}s")
     except BaseException:
         warnings = down(name, lambda _: None)  # first, so a broken stdout cannot skip it
@@ -190,12 +214,25 @@ def _build(lab: Lab, say: Say) -> None:
         net.build_pod(node)
         Path(node.run_dir).mkdir(parents=True, exist_ok=True)
         Path(node.config_path).write_text(render_config(plan, node))
+    if plan.upstream:
+        _start_upstream(lab, say)
     for node in plan.nodes:
         proc = start_daemon(lab, node)
         say(
             f"node {node.name}: {node.ip}, pods {node.pod_cidr}, pod {node.pod_ns} "
             f"{node.pod_ip}, kroute pid {proc.pid}, log {node.log_path}"
         )
+
+
+def _start_upstream(lab: Lab, say: Say) -> None:
+    router = lab.router()
+    assert router is not None
+
+    def record(started: list[Proc]) -> None:
+        lab.upstream_procs = started
+        lab.save()
+
+    upstream.start(lab.plan, router, record, say)
 
 
 def down(name: str, say: Say) -> list[str]:
@@ -222,6 +259,13 @@ def down(name: str, say: Say) -> list[str]:
 
 def _stop_all(lab: Lab, say: Say) -> list[str]:
     warnings = []
+    router = lab.router()
+    if router is not None and router.procs:
+        say(f"upstream {router.kind}: stopping pids {router.pids()}")
+        try:
+            router.stop()
+        except RouterError as exc:
+            warnings.append(f"warning: {exc}")
     for node in lab.plan.nodes:
         try:
             stop_node(lab, node, signal.SIGTERM, say)
@@ -263,8 +307,8 @@ def _stop(node: NodePlan, proc: Proc, sig: signal.Signals, say: Say) -> None:
 
 
 def _namespaces_by_pattern(name: str) -> list[str]:
-    """Namespaces of lab `name` when its lab.json is gone: NAME-lan, NAME-nI, NAME-nI-p1."""
-    pattern = re.compile(rf"^{re.escape(name)}-(lan|n\d+|n\d+-p1)$")
+    """Namespaces of lab `name` when its lab.json is gone: NAME-lan, -up, -ext, -nI, -nI-p1."""
+    pattern = re.compile(rf"^{re.escape(name)}-(lan|up|ext|n\d+|n\d+-p1)$")
     if not net.NETNS_DIR.is_dir():
         return []
     found = [p.name for p in net.NETNS_DIR.iterdir() if pattern.match(p.name)]
@@ -291,7 +335,7 @@ def restart(lab: Lab, node_name: str, kill: bool, timeout: float, say: Say) -> N
     stop_node(lab, node, signal.SIGKILL if kill else signal.SIGTERM, say)
     new = start_daemon(lab, node)
     say(f"node {node.name}: kroute restarted as pid {new.pid}; waiting for the mesh")
-    health.wait_converged(lab.plan, timeout, lab.require_alive)
+    health.wait_converged(lab.plan, timeout, lab.require_alive, lab.upstream_problems)
     say(f"node {node.name}: peers established and routes current again")
 
 
@@ -301,10 +345,12 @@ def node_rows(lab: Lab) -> list[dict[str, Any]]:
     for node in lab.plan.nodes:
         proc = lab.daemons.get(node.name)
         alive = lab.node_alive(node)
-        peers: int | None = None
+        established: int | None = None
+        peers = None
         if alive:
             with contextlib.suppress(KrouteError):
-                peers = health.established(fetch_status(node.socket_path))
+                status = fetch_status(node.socket_path)
+                established, peers = health.established(status), len(status.get("peers", []))
         rows.append(
             {
                 "lab": lab.plan.name,
@@ -316,12 +362,19 @@ def node_rows(lab: Lab) -> list[dict[str, Any]]:
                 "podIP": node.pod_ip,
                 "pid": proc.pid if proc else None,
                 "alive": alive,
-                "established": peers,
-                "peers": len(lab.plan.nodes) - 1,
+                "role": _role(lab.plan, node),
+                "established": established,
+                "peers": peers,
                 "log": node.log_path,
             }
         )
     return rows
+
+
+def _role(plan: LabPlan, node: NodePlan) -> str:
+    if not plan.reflectors:
+        return "mesh"
+    return "reflector" if plan.is_reflector(node) else "client"
 
 
 def find_namespace(ns: str) -> tuple[Lab, NodePlan | None]:

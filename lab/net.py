@@ -11,7 +11,17 @@ import logging
 import subprocess
 from pathlib import Path
 
-from lab.plan import BRIDGE, GATEWAY, NODE_IF, POD_IF, LabError, LabPlan, NodePlan
+from lab.plan import (
+    BRIDGE,
+    EXT_IF,
+    GATEWAY,
+    NODE_IF,
+    POD_IF,
+    LabError,
+    LabPlan,
+    NodePlan,
+    UpstreamPlan,
+)
 
 log = logging.getLogger(__name__)
 NETNS_DIR = Path("/var/run/netns")
@@ -130,3 +140,22 @@ def build_pod(node: NodePlan) -> None:
     run(["ip", "-n", pod, "link", "set", "eth0", "up"])
     run(["ip", "-n", pod, "route", "add", GATEWAY, "dev", "eth0", "scope", "link"])
     run(["ip", "-n", pod, "route", "add", "default", "via", GATEWAY, "dev", "eth0"])
+
+
+def build_upstream(plan: LabPlan, up: UpstreamPlan) -> None:
+    """The upstream router's namespace on the LAN, and the external host behind it."""
+    add_netns(up.netns)
+    add_veth(up.netns, NODE_IF, plan.lan_ns, up.lan_if)
+    run(["ip", "-n", plan.lan_ns, "link", "set", up.lan_if, "master", BRIDGE, "up"])
+    prefix = plan.subnet.split("/")[1]
+    run(["ip", "-n", up.netns, "addr", "add", f"{up.ip}/{prefix}", "dev", NODE_IF])
+    run(["ip", "-n", up.netns, "link", "set", NODE_IF, "up"])
+    sysctl(up.netns, "net.ipv4.ip_forward=1")
+    add_netns(up.ext_ns)
+    add_veth(up.netns, EXT_IF, up.ext_ns, "eth0")
+    ext_prefix = up.ext_subnet.split("/")[1]
+    run(["ip", "-n", up.netns, "addr", "add", f"{up.ext_gateway}/{ext_prefix}", "dev", EXT_IF])
+    run(["ip", "-n", up.netns, "link", "set", EXT_IF, "up"])
+    run(["ip", "-n", up.ext_ns, "addr", "add", f"{up.ext_ip}/{ext_prefix}", "dev", "eth0"])
+    run(["ip", "-n", up.ext_ns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", up.ext_ns, "route", "add", "default", "via", up.ext_gateway])

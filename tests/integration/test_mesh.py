@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,74 +18,11 @@ import pytest
 from bgpd.client import fetch_status
 from lab import lab as labmod
 from lab import procs
-from lab.plan import NodePlan
+from tests.watch import RouteWatcher, expected_routes, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
 
 HOLD_TIME = 9  # what the lab configures (restartTime is the same)
-
-
-def kernel_routes(ns: str) -> dict[str, str]:
-    """`ip route show proto bgp` in `ns` as {prefix: description}."""
-    out = subprocess.run(
-        ["ip", "-n", ns, "-j", "route", "show", "proto", "bgp"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    routes: dict[str, str] = {}
-    for entry in json.loads(out or "[]"):
-        kind = entry.get("type", "unicast")
-        routes[entry["dst"]] = "blackhole" if kind == "blackhole" else f"via {entry['gateway']}"
-    return routes
-
-
-def expected_routes(plan_nodes: tuple[NodePlan, ...], me: NodePlan) -> dict[str, str]:
-    return {n.pod_cidr: "blackhole" if n.name == me.name else f"via {n.ip}" for n in plan_nodes}
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> float:
-    """Poll `predicate` until true; returns the seconds it took."""
-    assert callable(predicate)
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class RouteWatcher:
-    """`ip monitor route` in every node namespace, collecting deletions of bgp routes."""
-
-    def __init__(self, namespaces: list[str]) -> None:
-        self.deleted: list[str] = []
-        self._procs = [
-            subprocess.Popen(
-                ["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True
-            )
-            for ns in namespaces
-        ]
-        self._threads = [
-            threading.Thread(target=self._read, args=(ns, p), daemon=True)
-            for ns, p in zip(namespaces, self._procs, strict=True)
-        ]
-        for thread in self._threads:
-            thread.start()
-        time.sleep(0.3)  # let every monitor subscribe before anything happens
-
-    def _read(self, ns: str, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("Deleted") and "proto bgp" in line:
-                self.deleted.append(f"{ns}: {line.strip()}")
-
-    def stop(self) -> None:
-        for proc in self._procs:
-            proc.terminate()
-            proc.wait(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bgpd.advertise import PeerAdvertisements
 from bgpd.config import Config, parse_config
 from bgpd.events import Event
 from bgpd.exabgp_conf import SpeakerSpec
 from bgpd.speaker import SpeakerInfo
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # -- lines captured from exabgp 5.0.15 ----------------------------------------------
 
@@ -127,8 +129,9 @@ def cluster_config(tmp_path: Path) -> Config:
 
 
 class FakeSpeaker:
-    """In-memory `bgpd.speaker.Speaker`: records what the daemon asks it to advertise and
-    lets a test inject events as exabgp would deliver them."""
+    """In-memory `bgpd.speaker.Speaker`: records what the daemon asks it to advertise (per
+    peer, with attributes) and which sessions it tears down, and lets a test inject events
+    as exabgp would deliver them."""
 
     instances: list[FakeSpeaker] = []  # noqa: RUF012 - a registry tests read back
 
@@ -136,7 +139,8 @@ class FakeSpeaker:
         self.spec = spec
         self.run_dir = run_dir
         self.on_event = on_event
-        self.advertisements: list[frozenset[Network]] = []
+        self.advertisements: list[PeerAdvertisements] = []
+        self.teardowns: list[tuple[IPAddress, int]] = []
         self.started = False
         self.stopped = False
         FakeSpeaker.instances.append(self)
@@ -144,12 +148,21 @@ class FakeSpeaker:
     async def start(self) -> None:
         self.started = True
 
-    def set_advertisements(self, prefixes: Iterable[Network]) -> None:
-        self.advertisements.append(frozenset(prefixes))
+    def set_advertisements(self, advertisements: PeerAdvertisements) -> None:
+        self.advertisements.append({peer: dict(advs) for peer, advs in advertisements.items()})
+
+    def teardown(self, peer: IPAddress, cease_subcode: int) -> None:
+        self.teardowns.append((peer, cease_subcode))
+
+    @property
+    def latest(self) -> PeerAdvertisements:
+        """The last advertisements the daemon asked for, per peer."""
+        return self.advertisements[-1] if self.advertisements else {}
 
     @property
     def advertised(self) -> frozenset[Network]:
-        return self.advertisements[-1] if self.advertisements else frozenset()
+        """Every prefix advertised to any peer in the latest call."""
+        return frozenset(prefix for advs in self.latest.values() for prefix in advs)
 
     def info(self) -> SpeakerInfo:
         running = self.started and not self.stopped

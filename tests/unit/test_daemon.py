@@ -1,5 +1,8 @@
 """bgpd.daemon.Daemon driven with a fake speaker and the in-memory kernel: speaker events in,
-kernel routes out, graceful restart in both directions."""
+kernel routes out, graceful restart in both directions, import policy, drain and status.
+
+Import policy applies: cluster peers (iBGP) are only accepted inside the cluster's pod
+CIDRs, so the extra prefixes below are more-specifics of node-b's pod CIDR."""
 
 from __future__ import annotations
 
@@ -8,12 +11,15 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bgpd.advertise import GRACEFUL_SHUTDOWN, Advertisement
 from bgpd.config import parse_config
 from bgpd.daemon import Daemon
 from bgpd.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
+from bgpd.status import status_report
 from datapath.routes import FakeKernelRoutes, KernelRoute
 from tests.unit.conftest import (
     CIDR_A,
@@ -28,7 +34,10 @@ from tests.unit.conftest import (
 )
 
 Network = IPv4Network
-EXTRA_B = IPv4Network("10.96.0.10/32")  # e.g. a LoadBalancer IP node-b serves
+# A second prefix node-b announces: inside the cluster's pod CIDRs (iBGP import default) and
+# not ours. Also the prefix node-b and node-c both announce for ECMP.
+EXTRA_B = IPv4Network("10.244.2.128/25")
+LB_IP = IPv4Network("10.96.0.10/32")  # a LoadBalancer IP: outside every pod CIDR
 OLD = IPv4Network("10.244.9.0/24")  # a route from a previous life nobody announces now
 STRANGER = IPv4Address("10.9.9.9")
 
@@ -41,8 +50,15 @@ async def make_daemon(
 ) -> AsyncIterator[MakeDaemon]:
     daemons: list[Daemon] = []
 
-    async def make(kernel: FakeKernelRoutes | None = None, restart_time: int = 1) -> Daemon:
-        config = parse_config(cluster_data(tmp_path, restart_time), host_defaults=True)
+    async def make(
+        kernel: FakeKernelRoutes | None = None,
+        restart_time: int = 1,
+        peers: list[dict[str, Any]] | None = None,
+    ) -> Daemon:
+        data = cluster_data(tmp_path, restart_time)
+        if peers is not None:
+            data["bgp"]["peers"] = peers
+        config = parse_config(data, host_defaults=True)
         daemon = Daemon(config, kernel or FakeKernelRoutes(), speaker_factory=fake_speaker_class)
         await daemon.start()
         daemons.append(daemon)
@@ -50,9 +66,20 @@ async def make_daemon(
 
     yield make
     for daemon in daemons:
-        # a daemon whose reconcile task died re-raises here; the test already failed
-        with contextlib.suppress(Exception):
-            await daemon.stop()
+        await stop_bounded(daemon)
+
+
+async def stop_bounded(daemon: Daemon, timeout: float = 2.0) -> bool:
+    """`daemon.stop()`, cancelled again when it does not return within `timeout` (see
+    test_stop_right_after_a_change_does_not_hang); True when it returned by itself."""
+    task = asyncio.create_task(daemon.stop())
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+    # a daemon whose reconcile task died re-raises here; the test already failed
+    with contextlib.suppress(BaseException):
+        await task
+    return bool(done)
 
 
 def kernel_of(daemon: Daemon) -> FakeKernelRoutes:
@@ -118,6 +145,11 @@ async def test_own_pod_cidr_is_blackholed_and_advertised(make_daemon: MakeDaemon
     assert isinstance(speaker, FakeSpeaker)
     assert speaker.started
     assert speaker.advertised == {CIDR_A}
+    # to every cluster peer, next-hop self, no attributes beyond the defaults
+    assert speaker.latest == {
+        NODE_B: {CIDR_A: Advertisement(CIDR_A)},
+        NODE_C: {CIDR_A: Advertisement(CIDR_A)},
+    }
     assert {n.address for n in speaker.spec.neighbors} == {NODE_B, NODE_C}
     assert speaker.spec.router_id == NODE_A
     assert await settle(lambda: daemon.ready)
@@ -166,6 +198,9 @@ async def test_peer_announcing_our_cidr_does_not_replace_the_blackhole(
     session_up(daemon, NODE_B)
     announce(daemon, NODE_B, CIDR_A, CIDR_B)
     await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
+    # refused at import now, and remembered with the reason
+    assert daemon.rib.rejected() == {CIDR_A: [(NODE_B, "own pod CIDR")]}
+    assert daemon.peers[NODE_B].rejected == {"own pod CIDR": 1}
 
 
 async def test_route_via_our_own_address_is_not_installed(make_daemon: MakeDaemon) -> None:
@@ -174,6 +209,20 @@ async def test_route_via_our_own_address_is_not_installed(make_daemon: MakeDaemo
     announce(daemon, NODE_B, EXTRA_B, next_hop=NODE_A)
     announce(daemon, NODE_B, CIDR_B)
     await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
+    # refused at import now (it used to be accepted and only kept out of the kernel)
+    assert daemon.rib.rejected() == {EXTRA_B: [(NODE_B, "next hop is this node")]}
+    assert daemon.rib.received_count(NODE_B) == 1
+
+
+async def test_cluster_peer_prefix_outside_pod_cidrs_is_refused(make_daemon: MakeDaemon) -> None:
+    """iBGP import default: only the cluster's pod CIDRs (a LoadBalancer IP another node
+    announces is refused; before import policy it was installed)."""
+    daemon = await make_daemon()
+    session_up(daemon, NODE_B)
+    announce(daemon, NODE_B, LB_IP, CIDR_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
+    assert daemon.rib.rejected() == {LB_IP: [(NODE_B, "not in import allow list")]}
+    assert daemon.peers[NODE_B].rejected == {"not in import allow list": 1}
 
 
 async def test_routes_from_unknown_peer_are_ignored(make_daemon: MakeDaemon) -> None:
@@ -393,6 +442,22 @@ async def test_stop_leaves_kernel_routes_in_place(make_daemon: MakeDaemon) -> No
     assert kernel_of(daemon).routes == expected
 
 
+async def test_stop_right_after_a_change_does_not_hang(make_daemon: MakeDaemon) -> None:
+    """SIGTERM right after a route update must stop the daemon. BUG (bgpd/daemon.py,
+    `_reconcile_loop`): on Python 3.11 `asyncio.wait_for(self._dirty.wait(), ...)` swallows
+    the task's cancellation when the event was set just before `stop()` cancels it, so the
+    loop keeps running and `stop()` waits for ever."""
+    daemon = await make_daemon()
+    await until(daemon, OWN)
+    await quiet()
+    session_up(daemon, NODE_B)
+    announce(daemon, NODE_B, CIDR_B)  # marks the daemon dirty
+    assert await stop_bounded(daemon), "Daemon.stop() did not return (cancellation lost)"
+    speaker = daemon.speaker
+    assert isinstance(speaker, FakeSpeaker)
+    assert speaker.stopped
+
+
 async def test_kernel_failure_is_retried_and_others_installed(make_daemon: MakeDaemon) -> None:
     kernel = FakeKernelRoutes(fail={EXTRA_B: "Network is unreachable"})
     daemon = await make_daemon(kernel=kernel)
@@ -401,3 +466,160 @@ async def test_kernel_failure_is_retried_and_others_installed(make_daemon: MakeD
     await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
     assert await settle(lambda: EXTRA_B not in daemon.kernel_routes)
     assert daemon.reconciler.failures_total >= 1
+
+
+# -- explicit peers ---------------------------------------------------------------------------
+
+UPSTREAM = IPv4Address("10.0.0.254")
+
+
+async def test_upstream_peer_routes_follow_its_allow_list(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon(
+        peers=[
+            {
+                "address": str(UPSTREAM),
+                "asn": 65000,
+                "import": {"allow": ["10.96.0.0/12"], "allowDefaultRoute": True},
+            }
+        ]
+    )
+    assert daemon.peers[UPSTREAM].peer.type == "external"
+    session_up(daemon, UPSTREAM)
+    default = IPv4Network("0.0.0.0/0")
+    outside = IPv4Network("192.168.0.0/16")
+    announce(daemon, UPSTREAM, default, LB_IP, outside)
+    await until(daemon, {**OWN, default: via(default, UPSTREAM), LB_IP: via(LB_IP, UPSTREAM)})
+    assert daemon.rib.rejected() == {outside: [(UPSTREAM, "not in import allow list")]}
+    # our prefixes go upstream too, next-hop self, AS path left to the speaker
+    assert daemon.advertised[UPSTREAM] == {CIDR_A: Advertisement(CIDR_A)}
+
+
+async def test_max_prefix_shuts_the_session_and_drops_its_routes(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon(
+        peers=[
+            {
+                "address": str(UPSTREAM),
+                "asn": 65000,
+                "import": {"allow": ["10.96.0.0/12"], "maxPrefix": 2},
+            }
+        ]
+    )
+    speaker = daemon.speaker
+    assert isinstance(speaker, FakeSpeaker)
+    session_up(daemon, UPSTREAM)
+    first, second, third = (IPv4Network(f"10.96.0.{i}/32") for i in (1, 2, 3))
+    announce(daemon, UPSTREAM, first, second)
+    await until(daemon, {**OWN, first: via(first, UPSTREAM), second: via(second, UPSTREAM)})
+    announce(daemon, UPSTREAM, third)
+    await until(daemon, OWN)
+    assert speaker.teardowns == [(UPSTREAM, 2)]
+    assert daemon.peers[UPSTREAM].shutdown
+    # exabgp reconnects: kroute tears the session down again
+    down(daemon, UPSTREAM, "notification sent (6,2)")
+    session_up(daemon, UPSTREAM)
+    assert speaker.teardowns == [(UPSTREAM, 2), (UPSTREAM, 2)]
+
+
+# -- drain --------------------------------------------------------------------------------------
+
+
+def speaker_of(daemon: Daemon) -> FakeSpeaker:
+    assert isinstance(daemon.speaker, FakeSpeaker)
+    return daemon.speaker
+
+
+def own_advertisements(daemon: Daemon) -> dict[IPv4Address, Advertisement | None]:
+    """What the speaker was last told to send each cluster peer for our pod CIDR."""
+    latest = speaker_of(daemon).latest
+    return {peer: latest.get(peer, {}).get(CIDR_A) for peer in (NODE_B, NODE_C)}
+
+
+async def test_drain_then_undrain(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon()
+    plain = Advertisement(CIDR_A)
+    assert await settle(lambda: own_advertisements(daemon) == {NODE_B: plain, NODE_C: plain})
+
+    daemon.drain(wait=0.05)
+    assert daemon.drain_state == "draining"
+    draining = Advertisement(CIDR_A, local_pref=0, communities=(GRACEFUL_SHUTDOWN,))
+    assert GRACEFUL_SHUTDOWN == "65535:0"
+    # first the GRACEFUL_SHUTDOWN phase, then nothing of ours
+    assert await settle(lambda: daemon.drain_state == "drained")
+    assert any(
+        {p: advs.get(CIDR_A) for p, advs in call.items()} == {NODE_B: draining, NODE_C: draining}
+        for call in speaker_of(daemon).advertisements
+    )
+    assert await settle(lambda: speaker_of(daemon).advertised == frozenset())
+    assert (Path(daemon.config.run_dir) / "drain-state").read_text().strip() == "drained"
+    # the kernel keeps our blackhole: draining is about the peers, not the node
+    assert routes(daemon) == OWN
+
+    daemon.undrain()
+    assert daemon.drain_state == "none"
+    assert await settle(lambda: own_advertisements(daemon) == {NODE_B: plain, NODE_C: plain})
+
+
+async def test_drain_is_idempotent_and_undrain_cancels_the_wait(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon()
+    daemon.drain(wait=0.1)
+    daemon.drain(wait=0.0)  # already draining: no new, shorter timer
+    await quiet(0.02)
+    assert daemon.drain_state == "draining"
+    daemon.undrain()
+    await quiet(0.15)
+    assert daemon.drain_state == "none"
+    assert await settle(lambda: speaker_of(daemon).advertised == {CIDR_A})
+
+
+async def test_drain_state_survives_a_restart(make_daemon: MakeDaemon) -> None:
+    first = await make_daemon()
+    first.drain(wait=60)
+    await quiet()
+    await first.stop()
+    # a kroute restarted mid-drain comes back fully drained
+    second = await make_daemon()
+    assert second.drain_state == "drained"
+    assert speaker_of(second).advertisements[0] == {NODE_B: {}, NODE_C: {}}
+    second.undrain()
+    await quiet()
+    await second.stop()
+    third = await make_daemon()
+    assert third.drain_state == "none"
+    assert await settle(lambda: speaker_of(third).advertised == {CIDR_A})
+
+
+async def test_peer_routes_still_learned_while_drained(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon()
+    daemon.drain(wait=0.0)
+    assert await settle(lambda: daemon.drain_state == "drained")
+    session_up(daemon, NODE_B)
+    announce(daemon, NODE_B, CIDR_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+async def test_status_report_shows_drain_types_and_rejections(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon(peers=[{"address": str(UPSTREAM), "asn": 65000}])
+    session_up(daemon, NODE_B)
+    announce(daemon, NODE_B, CIDR_A, LB_IP, CIDR_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
+    report = status_report(daemon)
+    assert report["drain"] == "none"
+    assert report["routeReflectorClusterId"] is None
+    by_address = {p["address"]: p for p in report["peers"]}
+    assert set(by_address) == {str(NODE_B), str(NODE_C), str(UPSTREAM)}
+    assert by_address[str(NODE_B)]["type"] == "node-to-node mesh"
+    assert by_address[str(UPSTREAM)]["type"] == "external"
+    assert by_address[str(UPSTREAM)]["asn"] == 65000
+    assert by_address[str(NODE_B)]["prefixesRejected"] == {
+        "not in import allow list": 1,
+        "own pod CIDR": 1,
+    }
+    assert by_address[str(NODE_B)]["prefixesReceived"] == 1
+    assert by_address[str(NODE_C)]["prefixesRejected"] == {}
+    assert report["advertised"] == [str(CIDR_A)]
+
+    daemon.drain(wait=60)
+    assert status_report(daemon)["drain"] == "draining"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
 from bgpd.events import PathAttributes, RoutesUpdate
-from bgpd.rib import Path, Rib, best_next_hops, best_paths
+from bgpd.rib import Path, Rib, Verdict, best_next_hops, best_paths
 
 PEER_B = IPv4Address("10.0.0.2")
 PEER_C = IPv4Address("10.0.0.3")
@@ -88,23 +88,36 @@ def test_withdraw_and_announce_of_same_prefix_in_one_update_keeps_it() -> None:
     assert set(rib.paths()) == {P1}
 
 
-def test_accept_filter_drops_rejected_prefixes() -> None:
+def only(*allowed: object) -> Verdict:
+    """An import verdict that accepts `allowed` and refuses the rest as "test"."""
+    return lambda prefix, _attrs: None if prefix in allowed else "test"
+
+
+def test_verdict_drops_and_remembers_rejected_prefixes() -> None:
     rib = Rib()
-    assert rib.apply(announce(PEER_B, P1, P2), accept=[P1]) is True
+    assert rib.apply(announce(PEER_B, P1, P2), only(P1)) is True
     assert set(rib.paths()) == {P1}
+    assert rib.rejected() == {P2: [(PEER_B, "test")]}
 
 
-def test_accept_filter_removes_previously_accepted_route() -> None:
+def test_verdict_removes_previously_accepted_route() -> None:
     rib = Rib()
     rib.apply(announce(PEER_B, P1, P2))
-    assert rib.apply(announce(PEER_B, P1, P2), accept=[P2]) is True
+    assert rib.apply(announce(PEER_B, P1, P2), only(P2)) is True
     assert set(rib.paths()) == {P2}
 
 
-def test_accept_filter_rejecting_unknown_prefix_changes_nothing() -> None:
+def test_verdict_rejecting_unknown_prefix_changes_nothing() -> None:
     rib = Rib()
-    assert rib.apply(announce(PEER_B, P1), accept=[]) is False
+    assert rib.apply(announce(PEER_B, P1), only()) is False
     assert rib.paths() == {}
+
+
+def test_withdraw_forgets_rejection() -> None:
+    rib = Rib()
+    rib.apply(announce(PEER_B, P1), only())
+    rib.apply(RoutesUpdate(peer=PEER_B, withdrawn=(P1,)))
+    assert rib.rejected() == {}
 
 
 def test_router_id_is_reported_in_paths() -> None:

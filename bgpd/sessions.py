@@ -1,0 +1,175 @@
+"""BGP sessions as the daemon tracks them: state, graceful restart, import policy,
+max-prefix and counters, fed by speaker events.
+
+Graceful restart, receiving side (RFC 4724): a session that closed without a
+NOTIFICATION from a peer that advertised the capability keeps its routes as stale
+for the restart time it advertised; End-of-RIB from the returning peer sweeps what it
+did not send again. Anything else (a NOTIFICATION, hold timer expiry, no capability)
+loses the peer's routes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bgpd.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
+from bgpd.peers import Peer
+from bgpd.policy import LocalFacts, import_verdict
+from bgpd.rib import Rib
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+STATE_NAMES = {"up": "established", "connected": "connect", "down": "idle"}
+CEASE_MAX_PREFIX = 2  # RFC 4486: Maximum Number of Prefixes Reached
+
+
+@dataclass
+class PeerStatus:
+    """What the daemon knows about one neighbor's session."""
+
+    peer: Peer
+    state: str = "idle"
+    since: float | None = None
+    info: str = ""
+    restart_time: int | None = None
+    eor_received: bool = False
+    shutdown: str = ""  # why kroute keeps this session down (max-prefix)
+    rejected: Counter[str] = field(default_factory=Counter)
+    updates: int = 0
+    stale_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> IPAddress:
+        return self.peer.address
+
+
+class Sessions:
+    """The peer table. `on_change` is called whenever the RIB changed."""
+
+    def __init__(
+        self,
+        peers: tuple[Peer, ...],
+        rib: Rib,
+        local: LocalFacts,
+        *,
+        on_change: Callable[[], None],
+        teardown: Callable[[IPAddress, int], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.peers: dict[IPAddress, PeerStatus] = {p.address: PeerStatus(p) for p in peers}
+        self.rib = rib
+        self.local = local
+        self._on_change = on_change
+        self._teardown = teardown
+        self._clock = clock
+        for status in self.peers.values():
+            rib.peer(status.address).ebgp = status.peer.ebgp
+
+    def all_eor(self) -> bool:
+        return all(p.eor_received for p in self.peers.values())
+
+    def cancel_timers(self) -> None:
+        for peer in self.peers.values():
+            if peer.stale_timer is not None:
+                peer.stale_timer.cancel()
+                peer.stale_timer = None
+
+    def on_state(self, event: PeerState) -> None:
+        peer = self.peers.get(event.peer)
+        if peer is None:
+            return
+        state = STATE_NAMES[event.state]
+        if state != peer.state:
+            peer.since = self._clock()
+        peer.state = state
+        if event.state == "up":
+            peer.info = "Established"
+            peer.eor_received = False
+            if peer.shutdown:
+                self._teardown(peer.address, CEASE_MAX_PREFIX)
+        elif event.state == "down":
+            peer.info = peer.shutdown or event.reason
+            self._on_down(peer, event.reason)
+
+    def _on_down(self, peer: PeerStatus, reason: str) -> None:
+        if peer.stale_timer is not None:
+            # Already waiting for this peer's restart (reconnect attempts fail too): what
+            # it re-sent meanwhile turns stale again, the deadline stays.
+            self.rib.mark_stale(peer.address)
+            return
+        graceful = peer.restart_time is not None and not reason.startswith("notification")
+        if graceful and not peer.shutdown and self.rib.received_count(peer.address):
+            assert peer.restart_time is not None
+            self.rib.mark_stale(peer.address)
+            loop = asyncio.get_running_loop()
+            peer.stale_timer = loop.call_later(peer.restart_time, self._stale_expired, peer)
+            log.info(
+                "event=peer-restarting peer=%s stale=%d restart_time=%ss",
+                peer.address,
+                self.rib.stale_count(peer.address),
+                peer.restart_time,
+            )
+        elif self.rib.clear(peer.address):
+            log.info("event=peer-routes-removed peer=%s reason=%r", peer.address, reason)
+            self._on_change()
+
+    def _stale_expired(self, peer: PeerStatus) -> None:
+        peer.stale_timer = None
+        if self.rib.drop_stale(peer.address):
+            log.info("event=stale-routes-expired peer=%s", peer.address)
+            self._on_change()
+
+    def on_open(self, event: PeerOpen) -> None:
+        peer = self.peers.get(event.peer)
+        if peer is None:
+            return
+        peer.restart_time = event.restart_time
+        self.rib.set_router_id(event.peer, event.router_id)
+
+    def on_update(self, event: RoutesUpdate) -> None:
+        peer = self.peers.get(event.peer)
+        if peer is None or peer.shutdown:
+            return
+        peer.updates += 1
+
+        def verdict(prefix: Network, attrs: PathAttributes) -> str | None:
+            reason = import_verdict(prefix, attrs, peer.peer, self.local)
+            if reason is not None:
+                peer.rejected[reason] += 1
+            return reason
+
+        changed = self.rib.apply(event, verdict)
+        limit = peer.peer.imports.max_prefix
+        if limit and self.rib.received_count(peer.address) > limit:
+            self._shut_max_prefix(peer, limit)
+            changed = True
+        if changed:
+            self._on_change()
+
+    def _shut_max_prefix(self, peer: PeerStatus, limit: int) -> None:
+        """Too many prefixes: drop them all and keep the session down (Cease 2)."""
+        peer.shutdown = f"max-prefix {limit} exceeded; session shut"
+        peer.rejected["max-prefix exceeded"] += 1
+        peer.info = peer.shutdown
+        self.rib.clear(peer.address)
+        self._teardown(peer.address, CEASE_MAX_PREFIX)
+        log.warning("event=peer-max-prefix peer=%s limit=%d action=shutdown", peer.address, limit)
+
+    def on_eor(self, event: EndOfRib) -> None:
+        peer = self.peers.get(event.peer)
+        if peer is None:
+            return
+        peer.eor_received = True
+        if peer.stale_timer is not None:
+            peer.stale_timer.cancel()
+            peer.stale_timer = None
+        if self.rib.drop_stale(event.peer):
+            self._on_change()
