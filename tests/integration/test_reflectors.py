@@ -1,0 +1,149 @@
+"""Route reflection with real daemons: kroute as reflector, two reflectors with one
+stopped, and kroute nodes as clients of BIRD, FRR and GoBGP reflectors."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgpd.client import call
+from lab import lab as labmod
+from lab import net, procs
+from lab.routers import make_router
+from lab.routers.base import NeighborConf
+from tests.watch import RouteWatcher, kernel_routes, wait_for
+
+pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
+
+
+@pytest.fixture
+def lab_factory(unique_name: str) -> Iterator[object]:
+    made: list[str] = []
+
+    def make(nodes: int, reflectors: int = 0) -> labmod.Lab:
+        name = f"{unique_name}{len(made)}"
+        made.append(name)
+        return labmod.up(name, nodes, timeout=90, say=lambda _: None, reflectors=reflectors)
+
+    yield make
+    for name in made:
+        labmod.down(name, say=lambda _: None)
+
+
+def routes_json(socket: str) -> dict[str, dict[str, object]]:
+    return {r["prefix"]: r for r in call(socket, "/routes")}
+
+
+def assert_every_node_routes_to_every_other(lab: labmod.Lab) -> None:
+    for node in lab.plan.nodes:
+        routes = kernel_routes(node.netns)
+        for other in lab.plan.nodes:
+            want = "blackhole" if other is node else f"via {other.ip}"
+            assert routes.get(other.pod_cidr) == want, (node.name, other.name, routes)
+
+
+def test_kroute_reflects_for_three_clients(lab_factory: object) -> None:
+    assert callable(lab_factory)
+    lab: labmod.Lab = lab_factory(4, reflectors=1)
+    assert_every_node_routes_to_every_other(lab)
+    rr, c1, c2, _ = lab.plan.nodes
+    path = routes_json(c1.socket_path)[c2.pod_cidr]["paths"][0]  # type: ignore[index]
+    assert path["peer"] == rr.ip  # learned from the reflector...
+    assert path["nextHop"] == c2.ip  # ...next hop unchanged
+    assert path["originatorId"] == c2.ip
+    assert path["clusterList"] == [rr.ip]
+    peers = call(c1.socket_path, "/status")["peers"]
+    assert [(p["address"], p["type"]) for p in peers] == [(rr.ip, "route reflector")]
+
+
+def test_stopping_one_of_two_reflectors_loses_no_client_route(lab_factory: object) -> None:
+    assert callable(lab_factory)
+    lab: labmod.Lab = lab_factory(5, reflectors=2)
+    assert_every_node_routes_to_every_other(lab)
+    rr1 = lab.plan.nodes[0]
+    clients = lab.plan.nodes[2:]
+    watcher = RouteWatcher(
+        [n.netns for n in lab.plan.nodes[1:]],
+        match=lambda line: "proto bgp" in line and rr1.pod_cidr not in line,
+    )
+    try:
+        procs.stop_tree(lab.daemons[rr1.name], signal.SIGTERM, 10)
+        time.sleep(14)  # past rr1's restart time: its stale paths are gone now
+    finally:
+        watcher.stop()
+    assert watcher.deleted == []
+    for client in clients:
+        routes = kernel_routes(client.netns)
+        for other in clients:
+            if other is not client:
+                assert routes[other.pod_cidr] == f"via {other.ip}"
+        assert rr1.pod_cidr not in routes  # the stopped node itself is gone
+
+
+def _attach(lab: labmod.Lab, ns: str, address: str) -> None:
+    """A namespace on the lab's LAN at `address`."""
+    lan_if = f"x{secrets.token_hex(3)}"
+    net.add_netns(ns)
+    net.add_veth(ns, "eth0", lab.plan.lan_ns, lan_if)
+    net.run(["ip", "-n", lab.plan.lan_ns, "link", "set", lan_if, "master", "br0", "up"])
+    prefix = lab.plan.subnet.split("/")[1]
+    net.run(["ip", "-n", ns, "addr", "add", f"{address}/{prefix}", "dev", "eth0"])
+    net.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+
+@pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])
+def test_kroute_nodes_as_clients_of_an_external_reflector(
+    lab_factory: object, kind: str, unique_name: str
+) -> None:
+    assert callable(lab_factory)
+    lab: labmod.Lab = lab_factory(3)
+    rr_ns = f"{unique_name}-rr"
+    rr_ip = lab.plan.subnet.rsplit(".", 1)[0] + ".250"
+    _attach(lab, rr_ns, rr_ip)
+    with tempfile.TemporaryDirectory(prefix=f"kroute-{kind}-rr-") as workdir:
+        Path(workdir).chmod(0o755)  # FRR drops to its own user
+        reflector = make_router(
+            kind,
+            netns=rr_ns,
+            workdir=Path(workdir),
+            router_id=rr_ip,
+            asn=64512,
+            neighbors=[NeighborConf(n.ip, 64512, rr_client=True) for n in lab.plan.nodes],
+            role="reflector",
+        )
+        try:
+            reflector.start()
+            for node in lab.plan.nodes:
+                config = yaml.safe_load(Path(node.config_path).read_text())
+                config["bgp"]["mesh"] = "none"
+                config["bgp"]["peers"] = [{"address": rr_ip, "asn": 64512}]
+                Path(node.config_path).write_text(yaml.safe_dump(config))
+            for node in lab.plan.nodes:
+                procs.stop_tree(lab.daemons[node.name], signal.SIGTERM, 10)
+                labmod.start_daemon(lab, node)
+            reflector.wait_established([n.ip for n in lab.plan.nodes], 60)
+            wait_for(
+                lambda: all(
+                    kernel_routes(n.netns).get(o.pod_cidr) == f"via {o.ip}"
+                    for n in lab.plan.nodes
+                    for o in lab.plan.nodes
+                    if o is not n
+                ),
+                60,
+                f"every node to route to every pod CIDR through the {kind} reflector",
+            )
+            for node in lab.plan.nodes:
+                peers = call(node.socket_path, "/status")["peers"]
+                assert [(p["address"], p["type"], p["state"]) for p in peers] == [
+                    (rr_ip, "ibgp peer", "established")
+                ]
+        finally:
+            reflector.stop()
+            net.del_netns(rr_ns)
