@@ -159,7 +159,10 @@ class Sessions:
         peer.shutdown = f"max-prefix {limit} exceeded; session shut"
         peer.rejected["max-prefix exceeded"] += 1
         peer.info = peer.shutdown
+        dropped = list(self.rib.peer(peer.address).routes)
         self.rib.clear(peer.address)
+        for prefix in dropped:  # so `kroute routes` can say why they are gone
+            self.rib.peer(peer.address).rejected[prefix] = "max-prefix exceeded"
         self._teardown(peer.address, CEASE_MAX_PREFIX)
         log.warning("event=peer-max-prefix peer=%s limit=%d action=shutdown", peer.address, limit)
 

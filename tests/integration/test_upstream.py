@@ -199,3 +199,22 @@ def test_drain_moves_traffic_away_without_loss_then_undrain(lab_factory: object)
         sent, received = anycast.stop()
     assert received == sent, f"anycast lost {sent - received} of {sent} during the drain"
     assert fetch_status(n1.socket_path)["drain"] == "none"
+
+
+def test_export_policy_reaches_the_upstream(lab_factory: object) -> None:
+    assert callable(lab_factory)
+    lab: labmod.Lab = lab_factory("frr")
+    n1 = lab.plan.nodes[0]
+    config = yaml.safe_load(Path(n1.config_path).read_text())
+    config["bgp"]["peers"][0]["export"] = {
+        "communities": ["65000:100"],
+        "largeCommunities": ["64512:1:2"],
+        "med": 50,
+        "asPathPrepend": 2,
+    }
+    Path(n1.config_path).write_text(yaml.safe_dump(config))
+    labmod.restart(lab, n1.name, kill=False, timeout=60, say=lambda _: None)
+    up = router(lab)
+    wait_for(lambda: up.as_path(n1.pod_cidr) == [LAB_ASN] * 3, 30, "the prepended AS path")
+    assert up.communities(n1.pod_cidr) == ["65000:100"]
+    assert up.as_path(lab.plan.nodes[1].pod_cidr) == [LAB_ASN]  # other nodes unchanged
