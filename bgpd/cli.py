@@ -127,6 +127,12 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    answer = call(socket_path(args.socket), "/reload", method="POST")
+    print(f"reloaded: {answer['peers']} peers")
+    return EXIT_OK
+
+
 def cmd_undrain(args: argparse.Namespace) -> int:
     call(socket_path(args.socket), "/undrain", method="POST")
     print("undrained: prefixes announced normally again")
@@ -144,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bgpd.runner import run_daemon  # imported late: `kroute status` stays fast
 
     config = load_config(args.config)
-    asyncio.run(run_daemon(config))
+    asyncio.run(run_daemon(config, args.config))
     return EXIT_OK
 
 
@@ -207,7 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="announce our prefixes normally again",
         description="Example: kroute undrain",
     )
-    for parser_ in (drain, undrain):
+    reload_ = sub.add_parser(
+        "reload",
+        help="re-read the config file (as SIGHUP); an invalid file is refused",
+        description="Example: kroute reload (errors print like check-config; exit 1)",
+    )
+    reload_.set_defaults(func=cmd_reload)
+    for parser_ in (drain, undrain, reload_):
         parser_.add_argument(
             "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
         )

@@ -79,17 +79,13 @@ class Daemon:
         kernel: KernelRoutes,
         speaker_factory: SpeakerFactory = ExaBGPSpeaker,
         clock: Callable[[], float] = time.time,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.clock = clock
         self.started_at = clock()
         self.rib = Rib()
-        me = config.self_node()
-        self.own_cidrs: tuple[Network, ...] = me.pod_cidrs if me else ()
-        self.local_prefixes: dict[Network, PrefixKind] = dict.fromkeys(self.own_cidrs, "podCIDR")
-        if config.bgp.advertise_cluster_ips:  # kube-router's --advertise-cluster-ip
-            for cidr in config.cluster.service_cidrs:
-                self.local_prefixes[cidr] = "serviceClusterIP"
         self._dirty = asyncio.Event()
         self.sessions = Sessions(
             resolve_peers(config),
@@ -100,8 +96,7 @@ class Daemon:
             clock=clock,
         )
         self.peers: dict[IPAddress, PeerStatus] = self.sessions.peers
-        cluster_id = own_cluster_id(config)
-        self.cluster_id = str(cluster_id) if cluster_id is not None else None
+        self._derive(config)
         self.advertised: PeerAdvertisements = {}
         self._drain_file = Path(config.run_dir) / "drain-state"
         self.drain_state = self._load_drain_state()
@@ -119,6 +114,36 @@ class Daemon:
         )
         self._stop = asyncio.Event()
         self._adoption_timer: asyncio.TimerHandle | None = None
+
+    def _derive(self, config: Config) -> None:
+        """What follows from the config alone: our prefixes and reflector identity."""
+        me = config.self_node()
+        self.own_cidrs: tuple[Network, ...] = me.pod_cidrs if me else ()
+        self.local_prefixes: dict[Network, PrefixKind] = dict.fromkeys(self.own_cidrs, "podCIDR")
+        if config.bgp.advertise_cluster_ips:  # kube-router's --advertise-cluster-ip
+            for cidr in config.cluster.service_cidrs:
+                self.local_prefixes[cidr] = "serviceClusterIP"
+        cluster_id = own_cluster_id(config)
+        self.cluster_id = str(cluster_id) if cluster_id is not None else None
+
+    def reload(self) -> list[str]:
+        """Re-read the config file (SIGHUP, `kroute reload`); errors refuse it."""
+        if self.config_path is None:
+            return ["this daemon was started without a config file; nothing to reload"]
+        from bgpd.reload import reload
+
+        return reload(self, self.config_path)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new config (reload, or membership change) without a restart: peers
+        added, removed or changed, the others undisturbed. The caller validated it;
+        settings a running daemon cannot take are refused before this (see reload)."""
+        self.config = config
+        self._derive(config)
+        self.sessions.local = local_facts(config)
+        self.sessions.set_peers(resolve_peers(config))
+        self.speaker.reconfigure(speaker_spec(config))
+        self._dirty.set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -144,6 +169,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         if ready is not None:
             ready()

@@ -13,10 +13,10 @@ from datapath.netlink import NetlinkKernelRoutes
 log = logging.getLogger(__name__)
 
 
-async def run_daemon(config: Config) -> None:
+async def run_daemon(config: Config, config_path: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; kernel routes stay for the next start to adopt."""
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    daemon = Daemon(config, NetlinkKernelRoutes())
+    daemon = Daemon(config, NetlinkKernelRoutes(), config_path=config_path)
     server = StatusServer(daemon)
     log.info(
         "event=starting node=%s router_id=%s asn=%d peers=%d",

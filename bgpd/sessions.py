@@ -73,6 +73,29 @@ class Sessions:
         for status in self.peers.values():
             rib.peer(status.address).ebgp = status.peer.ebgp
 
+    def set_peers(self, peers: tuple[Peer, ...]) -> None:
+        """Membership or config changed: new peers start idle, removed ones lose their
+        routes at once (they are gone, not restarting), changed ones keep their state."""
+        wanted = {p.address: p for p in peers}
+        changed = False
+        for address in [a for a in self.peers if a not in wanted]:
+            removed = self.peers.pop(address)
+            if removed.stale_timer is not None:
+                removed.stale_timer.cancel()
+            changed |= self.rib.clear(address)
+            log.info("event=peer-removed peer=%s", address)
+        for address, peer in wanted.items():
+            current = self.peers.get(address)
+            if current is None:
+                self.peers[address] = PeerStatus(peer)
+                log.info("event=peer-added peer=%s type=%r", address, peer.type)
+            elif current.peer != peer:
+                current.peer = peer
+                changed = True  # policy may differ: the RIB is re-judged on the next update
+            self.rib.peer(address).ebgp = peer.ebgp
+        if changed:
+            self._on_change()
+
     def all_eor(self) -> bool:
         return all(p.eor_received for p in self.peers.values())
 

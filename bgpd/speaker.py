@@ -63,6 +63,8 @@ class Speaker(Protocol):
 
     def teardown(self, peer: IPAddress, cease_subcode: int) -> None: ...
 
+    def reconfigure(self, spec: SpeakerSpec) -> None: ...
+
     def info(self) -> SpeakerInfo: ...
 
     async def stop(self) -> None: ...
@@ -94,9 +96,7 @@ class ExaBGPSpeaker:
     async def start(self) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._end_leftover_exabgp()
-        self._config_path.touch(mode=0o600)
-        self._config_path.chmod(0o600)  # it holds MD5 passwords
-        self._config_path.write_text(render_config(self._spec, str(self._socket_path)))
+        self._write_config()
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
         self._server = await asyncio.start_unix_server(
@@ -113,6 +113,32 @@ class ExaBGPSpeaker:
 
     def teardown(self, peer: IPAddress, cease_subcode: int) -> None:
         self._send([teardown_command(peer, cease_subcode)])
+
+    def reconfigure(self, spec: SpeakerSpec) -> None:
+        """New neighbors or neighbor settings: rewrite exabgp.conf and have exabgp
+        reload it (SIGUSR1). exabgp leaves unchanged neighbors alone, closes removed
+        ones with Cease (peer de-configured) and re-establishes changed ones."""
+        if spec == self._spec:
+            return
+        kept = {p.address for p in spec.neighbors}
+        for gone in [a for a in self._wanted if a not in kept]:
+            self._wanted.pop(gone, None)
+            self._announced.pop(gone, None)
+            self._up.discard(gone)
+        self._spec = spec
+        self._write_config()
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGUSR1)
+            log.info("event=exabgp-reload neighbors=%d", len(spec.neighbors))
+
+    def _write_config(self) -> None:
+        """exabgp.conf holds MD5 passwords: created 0600, replaced atomically."""
+        tmp = self._config_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(render_config(self._spec, str(self._socket_path)))
+        os.replace(tmp, self._config_path)
 
     def info(self) -> SpeakerInfo:
         process = self._process

@@ -138,6 +138,12 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
         daemon.undrain()
         return web.json_response({"drain": daemon.drain_state})
 
+    async def reload(_: web.Request) -> web.Response:
+        errors = daemon.reload()
+        if errors:
+            return web.json_response({"error": "; ".join(errors), "errors": errors}, status=400)
+        return web.json_response({"reloaded": True, "peers": len(daemon.peers)})
+
     app = web.Application()
     app.router.add_get("/status", status)
     app.router.add_get("/routes", routes)
@@ -147,6 +153,7 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
     if control:
         app.router.add_post("/drain", drain)
         app.router.add_post("/undrain", undrain)
+        app.router.add_post("/reload", reload)
     return app
 
 

@@ -1,0 +1,57 @@
+"""Reload: re-read the config file and apply it to the running daemon, or refuse it.
+
+An invalid file is refused with the same messages as `kroute check-config`, and so is
+a change a running daemon cannot take (who this node is, where it listens); in both
+cases the running state stays as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bgpd.config import Config, load_config
+from bgpd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bgpd.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+FIXED: dict[str, Callable[[Config], object]] = {
+    "node.name": lambda c: c.node.name,
+    "node.ip": lambda c: c.node.ip,
+    "node.routerId": lambda c: c.node.router_id,
+    "bgp.asn": lambda c: c.bgp.asn,
+    "bgp.listenPort": lambda c: c.bgp.listen_port,
+    "status": lambda c: c.status,
+    "runDir": lambda c: c.run_dir,
+}
+
+
+def restart_required(old: Config, new: Config) -> list[str]:
+    """Changes only a restart applies, one line each naming the field."""
+    return [
+        f"{field}: changed from {get(old)} to {get(new)}; restart kroute to apply it"
+        for field, get in FIXED.items()
+        if get(old) != get(new)
+    ]
+
+
+def reload(daemon: Daemon, path: str | Path) -> list[str]:
+    """Apply `path` to `daemon`; returns the errors that refused it (empty: applied)."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        errors = exc.errors
+    else:
+        errors = restart_required(daemon.config, config)
+        if not errors:
+            daemon.reconfigure(config)
+            log.info("event=config-reloaded path=%s peers=%d", path, len(daemon.peers))
+            return []
+    for line in errors:
+        log.error("event=config-refused path=%s error=%r", path, line)
+    return errors
