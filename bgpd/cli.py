@@ -79,6 +79,10 @@ def format_status(status: dict[str, Any]) -> str:
             f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
         ),
     ]
+    for line in status.get("ipam", {}).get("usage", []):
+        lines.append(("IPAM", line))
+    if status.get("ipam", {}).get("storeError"):
+        lines.append(("IPAM store", "UNREACHABLE: " + status["ipam"]["storeError"]))
     if status["adoptedRoutesPending"]:
         lines.append(
             (
@@ -114,8 +118,38 @@ def format_routes(routes: list[dict[str, Any]]) -> str:
     return _table(headers, rows)
 
 
-def _show(args: argparse.Namespace, formatter: Any) -> int:
-    endpoint = "/routes" if formatter is format_routes else "/status"
+def format_ipam(data: dict[str, Any]) -> str:
+    state = data.get("state")
+    if state is None:
+        return f"IPAM mode {data['mode']}: pod CIDRs come from the config file."
+    rows = []
+    for node, blocks in state["nodeBlocks"].items():
+        pods = state["podIPs"].get(node, {})
+        rows.append([node, ", ".join(blocks), str(len(pods))])
+    for node, pods in state["podIPs"].items():
+        for key, ip in pods.items():
+            rows.append([f"  {node}", ip, key])
+    if not rows:
+        return f"IPAM ({data['store']} store): nothing allocated yet."
+    return _table(["NODE", "BLOCKS / POD IP", "PODS / KEY"], rows)
+
+
+def format_nodes(data: dict[str, Any]) -> str:
+    rows = [
+        [
+            n["name"] + (" (self)" if n["self"] else ""),
+            n["ip"],
+            ", ".join(n["podCIDRs"]) or "-",
+            "yes" if n["member"] else "gone",
+            n["session"] or "-",
+        ]
+        for n in data["nodes"]
+    ]
+    headers = ["NODE", "IP", "POD CIDRS", "MEMBER", "SESSION"]
+    return f"nodes from {data['source']}\n" + _table(headers, rows)
+
+
+def _show(args: argparse.Namespace, formatter: Any, endpoint: str) -> int:
     data = call(socket_path(args.socket), endpoint)
     print(json.dumps(data, indent=2) if args.output == "json" else formatter(data))
     return EXIT_OK
@@ -124,6 +158,12 @@ def _show(args: argparse.Namespace, formatter: Any) -> int:
 def cmd_drain(args: argparse.Namespace) -> int:
     answer = call(socket_path(args.socket), f"/drain?wait={args.wait}", method="POST")
     print(f"draining: prefixes carry 65535:0 now and are withdrawn in {answer['withdrawIn']:g}s")
+    return EXIT_OK
+
+
+def cmd_node_remove(args: argparse.Namespace) -> int:
+    call(socket_path(args.socket), f"/nodes/remove?name={args.name}", method="POST")
+    print(f"node {args.name}: blocks and pod IPs released")
     return EXIT_OK
 
 
@@ -190,17 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
 
-    for name, formatter, text in (
-        ("status", format_status, "summary of the running daemon (like cilium status)"),
-        ("peers", format_peers, "BGP sessions (like calicoctl node status)"),
-        ("routes", format_routes, "every prefix, its paths, kernel, advertisement, why not"),
+    for name, formatter, endpoint, text in (
+        ("status", format_status, "/status", "summary of the running daemon (like cilium status)"),
+        ("peers", format_peers, "/status", "BGP sessions (like calicoctl node status)"),
+        ("routes", format_routes, "/routes", "every prefix: paths, kernel, advertised, why not"),
+        ("ipam", format_ipam, "/ipam", "node blocks and pod IPs (ipam.mode cluster-pool)"),
+        ("nodes", format_nodes, "/nodes", "cluster members and their pod CIDRs"),
     ):
         show = sub.add_parser(name, help=text, description=f"Example: kroute {name} -o json")
         show.add_argument("-o", "--output", choices=["table", "json"], default="table")
         show.add_argument(
             "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
         )
-        show.set_defaults(func=lambda a, f=formatter: _show(a, f))
+        show.set_defaults(func=lambda a, f=formatter, e=endpoint: _show(a, f, e))
 
     drain = sub.add_parser(
         "drain",
@@ -219,7 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Example: kroute reload (errors print like check-config; exit 1)",
     )
     reload_.set_defaults(func=cmd_reload)
-    for parser_ in (drain, undrain, reload_):
+    node = sub.add_parser("node", help="cluster node operations")
+    node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+    remove = node_sub.add_parser(
+        "remove",
+        help="release a removed node's pod CIDR blocks and pod IPs",
+        description="Example: kroute node remove kr-n4 (only for a node that is gone)",
+    )
+    remove.add_argument("name")
+    remove.set_defaults(func=cmd_node_remove)
+    for parser_ in (drain, undrain, reload_, remove):
         parser_.add_argument(
             "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
         )

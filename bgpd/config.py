@@ -24,6 +24,8 @@ from pydantic_core import ErrorDetails
 from bgpd.config_types import CIDR, Model, Network
 from bgpd.errors import ConfigError
 from bgpd.peer_config import PeerConfig
+from bgpd.store_config import EtcdConfig, IpamConfig
+from ipam.allocator import ClusterPool
 
 RANGES = {
     "bgp.asn": "1-4294967295",
@@ -101,7 +103,8 @@ class ClusterNode(Model):
 
 
 class ClusterConfig(Model):
-    source: str = Field(default="static", pattern="^static$")
+    source: Literal["static", "etcd"] = "static"
+    lease_ttl: int = Field(default=10, ge=2, le=3600, strict=True, alias="leaseTTL")
     nodes: tuple[ClusterNode, ...] = ()
     service_cidrs: tuple[CIDR, ...] = Field(default=(), alias="serviceCIDRs")
 
@@ -158,6 +161,42 @@ class Config(Model):
     cluster: ClusterConfig = ClusterConfig()
     status: StatusConfig = StatusConfig()
     run_dir: str = DEFAULT_RUN_DIR
+    ipam: IpamConfig = IpamConfig()
+    etcd: EtcdConfig | None = None
+
+    @model_validator(mode="after")
+    def _sources(self) -> Config:
+        errors = []
+        uses_etcd = self.cluster.source == "etcd" or (
+            self.ipam.mode == "cluster-pool" and self.ipam.store == "etcd"
+        )
+        if uses_etcd and self.etcd is None:
+            errors.append("etcd: required by cluster.source or ipam.store etcd; set etcd.endpoints")
+        if self.ipam.mode == "cluster-pool":
+            pool = self.ipam.cluster_pool
+            assert pool is not None
+            try:
+                ClusterPool(pool.cidrs, pool.mask_size_v4, pool.mask_size_v6)
+            except ValueError as exc:
+                errors.append(f"ipam.clusterPool.{exc}")
+            for i, node in enumerate(self.cluster.nodes):
+                if node.pod_cidrs:
+                    errors.append(
+                        f"cluster.nodes[{i}].podCIDRs: set by ipam.mode cluster-pool; remove it"
+                    )
+        if self.cluster.source == "etcd":
+            if self.ipam.mode != "cluster-pool":
+                errors.append(
+                    "ipam.mode: cluster.source etcd needs cluster-pool (nodes announce the "
+                    "blocks they were given); set ipam.mode: cluster-pool"
+                )
+            if self.cluster.nodes:
+                errors.append(
+                    "cluster.nodes: with cluster.source etcd nodes come from etcd; remove it"
+                )
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
 
     def self_node(self) -> ClusterNode | None:
         """This node's entry in the cluster list, matched by name."""
@@ -201,7 +240,7 @@ def _describe(error: ErrorDetails) -> list[str]:
         return [f"{path}: required; set it"]
     message = str(error["msg"]).removeprefix("Value error, ")
     lines = message.splitlines()
-    if kind == "value_error" and all(line.startswith(f"{path}.") for line in lines):
+    if kind == "value_error" and (not loc or all(line.startswith(f"{path}.") for line in lines)):
         return lines  # a cross-field check that names its fields itself
     if path in RANGES and kind in ("greater_than_equal", "less_than_equal", "int_type"):
         what = "an integer " if kind == "int_type" else ""

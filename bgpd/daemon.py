@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
+from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.desired import desired_kernel_routes
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
@@ -78,11 +79,14 @@ class Daemon:
         config: Config,
         kernel: KernelRoutes,
         speaker_factory: SpeakerFactory = ExaBGPSpeaker,
+        *,
         clock: Callable[[], float] = time.time,
         config_path: str | None = None,
+        cluster: ClusterState | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self.cluster = cluster
         self.clock = clock
         self.started_at = clock()
         self.rib = Rib()
@@ -133,6 +137,13 @@ class Daemon:
         from bgpd.reload import reload
 
         return reload(self, self.config_path)
+
+    def apply_file_config(self, config: Config) -> None:
+        """A reloaded file: allocations and members stay, the rest follows the file."""
+        if self.cluster is not None:
+            self.cluster.base = config
+            config = self.cluster.effective()
+        self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a new config (reload, or membership change) without a restart: peers

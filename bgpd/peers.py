@@ -65,7 +65,8 @@ class Peer:
 def cluster_prefixes(config: Config) -> tuple[Network, ...]:
     """What nodes announce to each other: their pod CIDRs and the service CIDRs."""
     pods = tuple(cidr for node in config.cluster.nodes for cidr in node.pod_cidrs)
-    return pods + config.cluster.service_cidrs
+    pool = config.ipam.cluster_pool.cidrs if config.ipam.cluster_pool else ()
+    return pods + pool + config.cluster.service_cidrs
 
 
 def own_cluster_id(config: Config) -> ipaddress.IPv4Address | None:

@@ -28,6 +28,9 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "bgp.listenPort": lambda c: c.bgp.listen_port,
     "status": lambda c: c.status,
     "runDir": lambda c: c.run_dir,
+    "ipam": lambda c: c.ipam,
+    "cluster.source": lambda c: c.cluster.source,
+    "etcd": lambda c: c.etcd,
 }
 
 
@@ -49,7 +52,7 @@ def reload(daemon: Daemon, path: str | Path) -> list[str]:
     else:
         errors = restart_required(daemon.config, config)
         if not errors:
-            daemon.reconfigure(config)
+            daemon.apply_file_config(config)
             log.info("event=config-reloaded path=%s peers=%d", path, len(daemon.peers))
             return []
     for line in errors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
 from bgpd.status import StatusServer
@@ -16,7 +17,10 @@ log = logging.getLogger(__name__)
 async def run_daemon(config: Config, config_path: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; kernel routes stay for the next start to adopt."""
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    daemon = Daemon(config, NetlinkKernelRoutes(), config_path=config_path)
+    cluster = ClusterState(config)
+    effective = await cluster.start()
+    daemon = Daemon(effective, NetlinkKernelRoutes(), config_path=config_path, cluster=cluster)
+    cluster.follow(daemon)
     server = StatusServer(daemon)
     log.info(
         "event=starting node=%s router_id=%s asn=%d peers=%d",
@@ -30,4 +34,5 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         await daemon.run()
     finally:
         await server.stop()
+        await cluster.close()
     log.info("event=stopped node=%s kernel_routes=left-in-place", config.node.name)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bgpd.cluster_api import add_cluster_routes
 from bgpd.config import parse_listen
 from bgpd.routes_view import routes_report
 
@@ -103,7 +104,10 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
     endpoints that change the node (drain, undrain)."""
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(status_report(daemon))
+        report = status_report(daemon)
+        if daemon.cluster is not None:
+            report["ipam"] = await daemon.cluster.report()
+        return web.json_response(report)
 
     async def routes(_: web.Request) -> web.Response:
         return web.json_response(routes_report(daemon))
@@ -145,6 +149,7 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
         return web.json_response({"reloaded": True, "peers": len(daemon.peers)})
 
     app = web.Application()
+    add_cluster_routes(app, daemon, control=control)
     app.router.add_get("/status", status)
     app.router.add_get("/routes", routes)
     app.router.add_get("/healthz", healthz)

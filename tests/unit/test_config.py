@@ -287,8 +287,17 @@ def test_node_ip_disagreeing_with_cluster_entry() -> None:
 
 
 def test_unknown_cluster_source() -> None:
-    (line,) = errors_of(data_with(**{"cluster.source": "etcd"}))
+    (line,) = errors_of(data_with(**{"cluster.source": "consul"}))
     assert line.startswith("cluster.source: ")
+
+
+def test_etcd_source_needs_etcd_and_cluster_pool() -> None:
+    lines = errors_of(data_with(**{"cluster.source": "etcd"}))
+    assert "etcd: required by cluster.source or ipam.store etcd; set etcd.endpoints" in lines
+    assert any(
+        line.startswith("ipam.mode: cluster.source etcd needs cluster-pool") for line in lines
+    )
+    assert any(line.startswith("cluster.nodes: with cluster.source etcd") for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,90 @@
+"""The effective config: allocation and membership filled into the file's config."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bgpd.cluster import ClusterState, effective_config
+from bgpd.config import Config, parse_config
+from bgpd.errors import KrouteError
+from bgpd.membership import Member
+from bgpd.peers import cluster_prefixes, resolve_peers
+
+POOL = "10.240.0.0/16"
+
+
+def pool_config(tmp_path: Path, source: str = "static", **extra: Any) -> Config:
+    data: dict[str, Any] = {
+        "node": {"name": "a", "ip": "10.0.0.1"},
+        "bgp": {"asn": 64512},
+        "ipam": {
+            "mode": "cluster-pool",
+            "clusterPool": {"cidrs": [POOL], "maskSizeV4": 24},
+            "file": str(tmp_path / "ipam.json"),
+        },
+        "runDir": str(tmp_path / "run"),
+        "status": {"listen": "", "socket": str(tmp_path / "sock")},
+    }
+    if source == "static":
+        data["cluster"] = {
+            "nodes": [{"name": "a", "ip": "10.0.0.1"}, {"name": "b", "ip": "10.0.0.2"}]
+        }
+    else:
+        data["cluster"] = {"source": "etcd"}
+        data["etcd"] = {"endpoints": ["http://127.0.0.1:2379"]}
+    data.update(extra)
+    return parse_config(data, host_defaults=True)
+
+
+def test_static_nodes_get_our_blocks_and_peers_accept_the_pool(tmp_path: Path) -> None:
+    base = pool_config(tmp_path)
+    block = ipaddress.ip_network("10.240.3.0/24")
+    config = effective_config(base, (block,), {})
+    me = config.self_node()
+    assert me is not None and me.pod_cidrs == (block,)
+    assert [p.name for p in resolve_peers(config)] == ["b"]
+    assert ipaddress.ip_network(POOL) in cluster_prefixes(config)
+
+
+def test_etcd_members_become_the_cluster(tmp_path: Path) -> None:
+    base = pool_config(tmp_path, source="etcd")
+    members = {
+        "b": Member("b", "10.0.0.2", "10.0.0.2", 64512, ("10.240.1.0/24",)),
+        "c": Member("c", "10.0.0.3", "10.0.0.3", 64512, ("10.240.2.0/24",)),
+    }
+    config = effective_config(base, (ipaddress.ip_network("10.240.0.0/24"),), members)
+    assert sorted(n.name for n in config.cluster.nodes) == ["a", "b", "c"]
+    assert [str(p.address) for p in resolve_peers(config)] == ["10.0.0.2", "10.0.0.3"]
+
+
+async def test_blocks_are_allocated_cached_and_survive_a_lost_store(tmp_path: Path) -> None:
+    base = pool_config(tmp_path)
+    (tmp_path / "run").mkdir()
+    state = ClusterState(base)
+    config = await state.start()
+    me = config.self_node()
+    assert me is not None and me.pod_cidrs == (ipaddress.ip_network("10.240.0.0/24"),)
+    report = await state.report()
+    assert report["usage"] == ["IPv4: 0/254 allocated from 10.240.0.0/24"]
+    await state.close()
+    (tmp_path / "ipam.json").write_text("{ not json")  # the store is broken now
+    again = ClusterState(base)
+    config = await again.start()  # the cached blocks carry it
+    me = config.self_node()
+    assert me is not None and me.pod_cidrs == (ipaddress.ip_network("10.240.0.0/24"),)
+    assert "ipam.json" in again.store_error
+    await again.close()
+
+
+async def test_no_store_and_no_cache_refuses_to_start(tmp_path: Path) -> None:
+    base = pool_config(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "ipam.json").write_text("{ not json")
+    state = ClusterState(base)
+    with pytest.raises(KrouteError, match="no pod CIDR for a"):
+        await state.start()
+    await state.close()
