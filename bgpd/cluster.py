@@ -47,8 +47,13 @@ def effective_config(
     if base.ipam.mode != "cluster-pool":
         return base
     assert base.node.ip is not None
-    me = ClusterNode.model_validate(
-        {"name": base.node.name, "ip": base.node.ip, "podCIDRs": [str(b) for b in blocks]}
+    listed = base.self_node()  # keeps what the file says about us (reflector cluster ID)
+    me = (
+        listed.model_copy(update={"pod_cidrs": blocks})
+        if listed is not None
+        else ClusterNode.model_validate(
+            {"name": base.node.name, "ip": base.node.ip, "podCIDRs": [str(b) for b in blocks]}
+        )
     )
     nodes: dict[str, ClusterNode] = {}
     if base.cluster.source == "etcd":

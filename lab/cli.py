@@ -1,4 +1,5 @@
-"""`kroute lab up|down|status|exec|restart`: the namespace lab as a user drives it.
+"""`kroute lab up|down|status|exec|restart|add-node|remove-node`: the namespace lab as a
+user drives it.
 
 `register(subparsers)` adds the group to `kroute`; `python -m lab.cli` runs it alone.
 """
@@ -12,8 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lab import lab, net, upstream
-from lab.plan import DEFAULT_NAME, DEFAULT_NODES, UPSTREAM_KINDS, LabError
+from lab import lab, net, nodes, rows, upstream
+from lab.plan import DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
 
 EXIT_FAIL = 1
 
@@ -30,6 +31,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say,
         upstream=args.upstream,
         reflectors=args.reflectors,
+        store=args.store,
     )
     _say(f"explore: kroute lab status --name {args.name}")
     _say(f"         kroute lab exec {args.name}-n1 -- kroute peers")
@@ -52,24 +54,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     established. JSON lists the nodes; a lab's upstream is in each of its rows."""
     labs = [lab.require_lab(args.name)] if args.name else lab.all_labs()
     ups = {each.plan.name: upstream.row(each.plan, each.router()) for each in labs}
-    rows = [row for each in labs for row in lab.node_rows(each)]
-    for row in rows:
+    found = [row for each in labs for row in rows.node_rows(each)]
+    for row in found:
         row["upstream"] = ups[row["lab"]]
     if args.output == "json":
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(found, indent=2))
     elif not labs:
         print("no lab is running; start one with `kroute lab up`")
     else:
-        _print_table(labs, rows)
-    checked = [*rows, *(u for u in ups.values() if u is not None)]
+        _print_table(labs, found)
+    checked = [*found, *(u for u in ups.values() if u is not None)]
     healthy = all(r["alive"] and r["peers"] and r["established"] == r["peers"] for r in checked)
+    healthy = healthy and all(rows.store_row(each)["alive"] for each in labs)
     return 0 if healthy else EXIT_FAIL
 
 
-def _print_table(labs: list[lab.Lab], rows: list[dict[str, Any]]) -> None:
+def _store_text(each: lab.Lab) -> str:
+    store = rows.store_row(each)
+    if store["kind"] == "file":
+        return f"IPAM store file {store['file']}, static node list"
+    state = "alive" if store["alive"] else "dead"
+    return (
+        f"IPAM store and membership etcd {store['url']} in {store['namespace']}, "
+        f"pid {store['pid'] or '-'} ({state})"
+    )
+
+
+def _print_table(labs: list[lab.Lab], table_rows: list[dict[str, Any]]) -> None:
     for each in labs:
         plan = each.plan
         print(f"lab {plan.name}: underlay {plan.subnet}, pods {plan.pod_range}, LAN {plan.lan_ns}")
+        print(f"  {_store_text(each)}")
         up = upstream.row(plan, each.router())
         if up is not None:
             pids = ", ".join(map(str, up["pids"])) or "-"
@@ -81,7 +96,7 @@ def _print_table(labs: list[lab.Lab], rows: list[dict[str, Any]]) -> None:
             )
     head = ["NODE", "NAMESPACE", "NODE IP", "POD CIDR", "POD", "POD IP", "ROLE", "KROUTE PID"]
     table = [[*head, "PEERS"]]
-    for r in rows:
+    for r in table_rows:
         pid = f"{r['pid']} ({'alive' if r['alive'] else 'dead'})" if r["pid"] else "-"
         est = "?" if r["established"] is None else r["established"]
         peers = f"{est}/{'?' if r['peers'] is None else r['peers']} established"
@@ -97,7 +112,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise LabError("no command given; for example `kroute lab exec kr-n1 -- kroute peers`")
-    _, node = lab.find_namespace(args.namespace)
+    _, node = rows.find_namespace(args.namespace)
     env = dict(os.environ)
     venv_bin = os.path.dirname(sys.executable)  # so `kroute` inside means this kroute
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", os.defpath)])
@@ -113,6 +128,19 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     owner = lab.require_lab(args.name) if args.name else _lab_of_node(args.node)
     lab.restart(owner, args.node, args.kill, args.timeout, _say)
+    return 0
+
+
+def cmd_add_node(args: argparse.Namespace) -> int:
+    node = nodes.add_node(args.name, args.timeout, _say)
+    _say(f"explore: kroute lab exec {node.name} -- kroute nodes")
+    _say(f"         kroute lab exec {args.name}-n1-p1 -- ping -c 3 {node.pod_ip}")
+    return 0
+
+
+def cmd_remove_node(args: argparse.Namespace) -> int:
+    owner = lab.require_lab(args.name) if args.name else _lab_of_node(args.node)
+    nodes.remove_node(owner.plan.name, args.node, args.timeout, _say)
     return 0
 
 
@@ -171,6 +199,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="R",
         help="make nodes 1..R iBGP route reflectors; the others peer only with them",
     )
+    up.add_argument(
+        "--store",
+        choices=STORES,
+        default="file",
+        help="IPAM store: one shared file with a static node list (default), or an etcd "
+        "in NAME-etcd that also carries the membership",
+    )
     timeout(up)
     up.set_defaults(func=_guarded(cmd_up))
 
@@ -200,6 +235,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     restart.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
     timeout(restart)
     restart.set_defaults(func=_guarded(cmd_restart))
+
+    add = sub.add_parser(
+        "add-node",
+        help="add a node (with its pod) to a running lab; the others are not restarted",
+        description="Example: kroute lab add-node --name kr",
+    )
+    add.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
+    timeout(add)
+    add.set_defaults(func=_guarded(cmd_add_node))
+
+    remove = sub.add_parser(
+        "remove-node",
+        help="stop a node, remove it and release its pod CIDR; the others are not restarted",
+        description="Example: kroute lab remove-node kr-n4",
+    )
+    remove.add_argument("node", help="node name, for example kr-n4")
+    remove.add_argument("--name", help="lab name (default: the lab that has NODE)")
+    timeout(remove)
+    remove.set_defaults(func=_guarded(cmd_remove_node))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

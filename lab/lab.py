@@ -1,7 +1,9 @@
 """A lab's lifecycle: build, start, inspect, restart and tear down, with state in lab.json.
 
-lab.json is written before anything else is built and updated as each daemon starts, so
-`down` always knows what to remove, even after a partial `up`. Labs register themselves
+lab.json is written before anything else is built and updated as each daemon starts (and
+as nodes are added or removed), so `down` always knows what to remove, even after a
+partial `up`. Pod CIDRs and pod IPs come from the lab's IPAM store (lab.build) after the
+node namespaces exist and before the pods are wired and the daemons start. Labs register themselves
 by directory under /run/kroute/lab; a new lab takes the lowest free index under a lock
 on that directory, so concurrent `up`s never share addresses.
 """
@@ -22,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgpd.client import fetch_status
-from bgpd.errors import KrouteError
-from lab import health, net, procs, upstream
+from lab import build, etcd, health, net, procs, upstream
 from lab.plan import (
     LAB_ROOT,
     LabError,
@@ -32,13 +32,11 @@ from lab.plan import (
     NodePlan,
     check_name,
     lowest_free_index,
-    plan_from_dict,
     plan_lab,
-    plan_to_dict,
-    render_config,
 )
 from lab.procs import Proc
 from lab.routers import DaemonRouter, RouterError
+from lab.state import plan_from_dict, plan_to_dict
 
 Say = Callable[[str], None]
 STOP_TIMEOUT = 15.0
@@ -46,16 +44,20 @@ STOP_TIMEOUT = 15.0
 
 @dataclass
 class Lab:
-    """A lab's plan plus the daemons it started (node name -> process) and the upstream's."""
+    """A lab's plan plus the daemons it started (node name -> process), the upstream's
+    processes and its etcd."""
 
     plan: LabPlan
     daemons: dict[str, Proc] = field(default_factory=dict)
     upstream_procs: list[Proc] = field(default_factory=list)
+    etcd: Proc | None = None
 
     def save(self) -> None:
         data = plan_to_dict(self.plan)
         if data["upstream"]:
             data["upstream"]["pids"] = [[p.pid, p.start] for p in self.upstream_procs]
+        if self.etcd is not None:
+            data["store"]["pid"], data["store"]["pidStart"] = self.etcd.pid, self.etcd.start
         for node in data["nodes"]:
             proc = self.daemons.get(node["name"])
             node["pid"], node["pidStart"] = (proc.pid, proc.start) if proc else (None, None)
@@ -85,7 +87,12 @@ class Lab:
             Proc(int(pid), int(start))
             for pid, start in (data.get("upstream") or {}).get("pids", [])
         ]
-        return cls(plan_from_dict(data), daemons, upstream)
+        store = data.get("store") or {}
+        etcd_proc = Proc(int(store["pid"]), int(store["pidStart"])) if "pid" in store else None
+        return cls(plan_from_dict(data), daemons, upstream, etcd_proc)
+
+    def etcd_alive(self) -> bool:
+        return self.etcd is not None and procs.is_alive(self.etcd)
 
     def router(self) -> DaemonRouter | None:
         """The upstream router, holding the PIDs recorded for it (None without one)."""
@@ -132,7 +139,7 @@ def _registry_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _require_root() -> None:
+def require_root() -> None:
     if os.geteuid() != 0:
         raise LabError("kroute lab needs root (network namespaces); run it with sudo")
     for tool in ("ip", "nsenter", "sysctl"):
@@ -168,9 +175,10 @@ def up(
     *,
     upstream: str | None = None,
     reflectors: int = 0,
+    store: str = "file",
 ) -> Lab:
     """Build lab `name`, start its daemons and wait for the mesh; undo all on failure."""
-    _require_root()
+    require_root()
     check_name(name)
     with _registry_lock(LAB_ROOT):
         if (LAB_ROOT / name).exists():
@@ -180,7 +188,8 @@ def up(
             )
         used = {lab.plan.index for lab in all_labs()}
         index = lowest_free_index(used)
-        lab = Lab(plan_lab(name, index, nodes, upstream=upstream, reflectors=reflectors))
+        plan = plan_lab(name, index, nodes, upstream=upstream, reflectors=reflectors, store=store)
+        lab = Lab(plan)
         taken = [ns for ns in lab.plan.namespaces() if net.netns_exists(ns)]
         if taken:
             raise LabError(
@@ -189,13 +198,15 @@ def up(
             )
         Path(lab.plan.state_dir).mkdir(parents=True)
         lab.save()
-    plan = lab.plan
     try:
-        say(f"lab {name}: underlay {plan.subnet}, pods {plan.pod_range}, state {plan.state_path}")
+        say(
+            f"lab {name}: underlay {plan.subnet}, pods {plan.pod_range} (cluster pool, "
+            f"{store} store), state {plan.state_path}"
+        )
         _build(lab, say)
         started = time.monotonic()
         say(f"lab {name}: waiting up to {timeout:g}s for the BGP sessions and routes")
-        health.wait_converged(plan, timeout, lab.require_alive, lab.upstream_problems)
+        health.wait_converged(lab.plan, timeout, lab.require_alive, lab.upstream_problems)
         say(f"lab {name} is up: {nodes} nodes converged in {time.monotonic() - started:.1f}s")
     except BaseException:
         warnings = down(name, lambda _: None)  # first, so a broken stdout cannot skip it
@@ -207,13 +218,18 @@ def up(
 
 
 def _build(lab: Lab, say: Say) -> None:
+    """LAN, etcd, node namespaces and configs, allocation, pods, upstream, daemons."""
     plan = lab.plan
     net.build_lan(plan)
+    if plan.store == "etcd":
+        etcd.start(plan, lambda proc: _record_etcd(lab, proc), say)
     for node in plan.nodes:
         net.build_node(plan, node)
+        build.write_config(plan, node)
+    lab.plan = plan = build.allocate(plan, plan.nodes[0], plan.nodes)
+    lab.save()
+    for node in plan.nodes:
         net.build_pod(node)
-        Path(node.run_dir).mkdir(parents=True, exist_ok=True)
-        Path(node.config_path).write_text(render_config(plan, node))
     if plan.upstream:
         _start_upstream(lab, say)
     for node in plan.nodes:
@@ -222,6 +238,11 @@ def _build(lab: Lab, say: Say) -> None:
             f"node {node.name}: {node.ip}, pods {node.pod_cidr}, pod {node.pod_ns} "
             f"{node.pod_ip}, kroute pid {proc.pid}, log {node.log_path}"
         )
+
+
+def _record_etcd(lab: Lab, proc: Proc) -> None:
+    lab.etcd = proc
+    lab.save()
 
 
 def _start_upstream(lab: Lab, say: Say) -> None:
@@ -240,7 +261,7 @@ def down(name: str, say: Say) -> list[str]:
 
     Idempotent: a lab that is gone, or was only half built, is removed as far as it exists.
     """
-    _require_root()
+    require_root()
     lab = Lab.load(name)
     namespaces = lab.plan.namespaces() if lab else _namespaces_by_pattern(name)
     warnings = _stop_all(lab, say) if lab is not None else []
@@ -269,6 +290,11 @@ def _stop_all(lab: Lab, say: Say) -> list[str]:
     for node in lab.plan.nodes:
         try:
             stop_node(lab, node, signal.SIGTERM, say)
+        except LabError as exc:
+            warnings.append(f"warning: {exc}")
+    if lab.etcd is not None:  # last: the nodes talk to it until they stop
+        try:
+            etcd.stop(lab.plan, lab.etcd, say)
         except LabError as exc:
             warnings.append(f"warning: {exc}")
     return warnings
@@ -307,8 +333,9 @@ def _stop(node: NodePlan, proc: Proc, sig: signal.Signals, say: Say) -> None:
 
 
 def _namespaces_by_pattern(name: str) -> list[str]:
-    """Namespaces of lab `name` when its lab.json is gone: NAME-lan, -up, -ext, -nI, -nI-p1."""
-    pattern = re.compile(rf"^{re.escape(name)}-(lan|up|ext|n\d+|n\d+-p1)$")
+    """Namespaces of lab `name` when its lab.json is gone: NAME-lan, -up, -ext, -etcd, -nI,
+    -nI-p1."""
+    pattern = re.compile(rf"^{re.escape(name)}-(lan|up|ext|etcd|n\d+|n\d+-p1)$")
     if not net.NETNS_DIR.is_dir():
         return []
     found = [p.name for p in net.NETNS_DIR.iterdir() if pattern.match(p.name)]
@@ -327,7 +354,7 @@ def _command(pid: int) -> str:
 
 def restart(lab: Lab, node_name: str, kill: bool, timeout: float, say: Say) -> None:
     """Stop one node's kroute (SIGTERM, or SIGKILL), start it again, wait for convergence."""
-    _require_root()
+    require_root()
     node = lab.plan.node(node_name)
     proc = lab.daemons.get(node.name)
     if proc is None or not procs.is_alive(proc):
@@ -337,49 +364,3 @@ def restart(lab: Lab, node_name: str, kill: bool, timeout: float, say: Say) -> N
     say(f"node {node.name}: kroute restarted as pid {new.pid}; waiting for the mesh")
     health.wait_converged(lab.plan, timeout, lab.require_alive, lab.upstream_problems)
     say(f"node {node.name}: peers established and routes current again")
-
-
-def node_rows(lab: Lab) -> list[dict[str, Any]]:
-    """One status row per node: where it lives, its daemon, its sessions."""
-    rows = []
-    for node in lab.plan.nodes:
-        proc = lab.daemons.get(node.name)
-        alive = lab.node_alive(node)
-        established: int | None = None
-        peers = None
-        if alive:
-            with contextlib.suppress(KrouteError):
-                status = fetch_status(node.socket_path)
-                established, peers = health.established(status), len(status.get("peers", []))
-        rows.append(
-            {
-                "lab": lab.plan.name,
-                "node": node.name,
-                "namespace": node.netns,
-                "ip": node.ip,
-                "podCIDR": node.pod_cidr,
-                "pod": node.pod_ns,
-                "podIP": node.pod_ip,
-                "pid": proc.pid if proc else None,
-                "alive": alive,
-                "role": _role(lab.plan, node),
-                "established": established,
-                "peers": peers,
-                "log": node.log_path,
-            }
-        )
-    return rows
-
-
-def _role(plan: LabPlan, node: NodePlan) -> str:
-    if not plan.reflectors:
-        return "mesh"
-    return "reflector" if plan.is_reflector(node) else "client"
-
-
-def find_namespace(ns: str) -> tuple[Lab, NodePlan | None]:
-    """The lab owning namespace `ns`, and the node when `ns` is a node's namespace."""
-    for lab in all_labs():
-        if ns in lab.plan.namespaces():
-            return lab, next((n for n in lab.plan.nodes if n.netns == ns), None)
-    raise LabError(f"namespace {ns!r} belongs to no lab; `kroute lab status` lists them")

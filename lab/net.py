@@ -109,27 +109,34 @@ def build_lan(plan: LabPlan) -> None:
     run(["ip", "-n", plan.lan_ns, "link", "set", BRIDGE, "up"])
 
 
+def join_lan(plan: LabPlan, ns: str, lan_if: str, ip: str) -> None:
+    """A new namespace `ns` on the LAN bridge with underlay address `ip` on eth0."""
+    add_netns(ns)
+    add_veth(ns, NODE_IF, plan.lan_ns, lan_if)
+    run(["ip", "-n", plan.lan_ns, "link", "set", lan_if, "master", BRIDGE, "up"])
+    prefix = plan.subnet.split("/")[1]
+    run(["ip", "-n", ns, "addr", "add", f"{ip}/{prefix}", "dev", NODE_IF])
+    run(["ip", "-n", ns, "link", "set", NODE_IF, "up"])
+
+
 def build_node(plan: LabPlan, node: NodePlan) -> None:
     """A node namespace on the LAN, forwarding, with the underlay address on eth0."""
-    ns = node.netns
-    add_netns(ns)
-    add_veth(ns, NODE_IF, plan.lan_ns, node.lan_if)
-    run(["ip", "-n", plan.lan_ns, "link", "set", node.lan_if, "master", BRIDGE, "up"])
-    prefix = plan.subnet.split("/")[1]
-    run(["ip", "-n", ns, "addr", "add", f"{node.ip}/{prefix}", "dev", NODE_IF])
-    run(["ip", "-n", ns, "link", "set", NODE_IF, "up"])
-    sysctl(ns, "net.ipv4.ip_forward=1")
+    join_lan(plan, node.netns, node.lan_if, node.ip)
+    sysctl(node.netns, "net.ipv4.ip_forward=1")
 
 
 def build_pod(node: NodePlan) -> None:
     """The node's pod, wired Calico style.
 
-    The pod holds POD_IP/32 and routes everything via 169.254.1.1 on eth0; the node's
+    The pod holds POD_IP/32 (the IP the IPAM store gave it, so wire it only after
+    allocation) and routes everything via 169.254.1.1 on eth0; the node's
     side of the veth answers ARP for it by proxy ARP and routes POD_IP/32 to the veth.
     Proxy ARP replies only for a target the node has a unicast route to through another
     device, and lab nodes have no default route, so the gateway address is routed to lo.
     """
     ns, pod = node.netns, node.pod_ns
+    if not node.pod_ip:
+        raise LabError(f"pod {pod} has no IP yet; allocate it from the IPAM store first")
     add_netns(pod)
     add_veth(ns, POD_IF, pod, "eth0")
     run(["ip", "-n", ns, "link", "set", POD_IF, "up"])
@@ -144,12 +151,7 @@ def build_pod(node: NodePlan) -> None:
 
 def build_upstream(plan: LabPlan, up: UpstreamPlan) -> None:
     """The upstream router's namespace on the LAN, and the external host behind it."""
-    add_netns(up.netns)
-    add_veth(up.netns, NODE_IF, plan.lan_ns, up.lan_if)
-    run(["ip", "-n", plan.lan_ns, "link", "set", up.lan_if, "master", BRIDGE, "up"])
-    prefix = plan.subnet.split("/")[1]
-    run(["ip", "-n", up.netns, "addr", "add", f"{up.ip}/{prefix}", "dev", NODE_IF])
-    run(["ip", "-n", up.netns, "link", "set", NODE_IF, "up"])
+    join_lan(plan, up.netns, up.lan_if, up.ip)
     sysctl(up.netns, "net.ipv4.ip_forward=1")
     add_netns(up.ext_ns)
     add_veth(up.netns, EXT_IF, up.ext_ns, "eth0")

@@ -2,8 +2,15 @@
 
 Lab K (the lowest index free in the registry) gets underlay 172.31.K.0/24 and pod range
 10.(200+K).0.0/16, so labs with different names never overlap. Node I is `NAME-nI` at
-172.31.K.I with pod CIDR 10.(200+K).I.0/24; its one pod `NAME-nI-p1` holds the .10 of
-that /24. Interface names do not depend on the lab name (they are limited to 15 chars).
+172.31.K.I. Pod CIDRs are not planned: every node runs `ipam.mode: cluster-pool` over the
+lab's pod range (/24 per node), so its block, and the IP of its one pod `NAME-nI-p1`,
+come from the IPAM store. `with_allocations` fills them in once the lab allocated them
+(see lab.build); until then `pod_cidr` and `pod_ip` are empty. Interface names do not
+depend on the lab name (they are limited to 15 chars).
+
+The store is the file `NAME/ipam.json` shared by every node with the static node list
+(`--store file`, the default), or an etcd in namespace `NAME-etcd` at 172.31.K.253 with
+etcd membership (`--store etcd`): then no config lists the nodes, they find each other.
 
 With `--upstream KIND` the lab also gets `NAME-up`, a third-party router (AS 65000) at
 172.31.K.254 on the LAN peering eBGP with every node, and `NAME-ext`, an external host
@@ -16,7 +23,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,11 @@ POD_IF = "p1"  # the node's side of its pod's veth
 UPSTREAM_ASN = 65000
 UPSTREAM_KINDS = ("bird", "frr", "gobgp")
 UPSTREAM_HOST = 254  # the upstream's last octet on the underlay
+ETCD_HOST = 253  # the lab etcd's last octet on the underlay
+ETCD_PORT = 2379
+LEASE_TTL = 3  # seconds: short, so a node that leaves is gone quickly
+STORES = ("file", "etcd")
+MASK_V4 = 24
 EXT_IF = "ext0"  # the upstream's leg towards the external host
 GATEWAY = "169.254.1.1"  # the pods' default gateway, answered by proxy ARP (Calico style)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,10}[a-z0-9]$|^[a-z]$")
@@ -53,11 +66,16 @@ class NodePlan:
     name: str
     index: int
     ip: str
-    pod_cidr: str
     pod_ns: str
-    pod_ip: str
     lan_if: str  # the node's veth peer on the LAN bridge, inside the LAN namespace
     run_dir: str
+    pod_cidr: str = ""  # from the IPAM store: empty until allocated
+    pod_ip: str = ""
+
+    @property
+    def container_id(self) -> str:
+        """The pod's key in the IPAM store (with interface eth0), like a CNI container ID."""
+        return f"lab-{self.pod_ns}"
 
     @property
     def netns(self) -> str:
@@ -104,16 +122,40 @@ class LabPlan:
     nodes: tuple[NodePlan, ...]
     upstream: UpstreamPlan | None = None
     reflectors: int = 0
+    store: str = "file"
 
     @property
     def state_path(self) -> str:
         return f"{self.state_dir}/lab.json"
+
+    @property
+    def ipam_file(self) -> str:
+        """The file store every node shares (with `--store file`)."""
+        return f"{self.state_dir}/ipam.json"
+
+    @property
+    def etcd_ns(self) -> str:
+        return f"{self.name}-etcd"
+
+    @property
+    def etcd_ip(self) -> str:
+        return f"172.31.{self.index}.{ETCD_HOST}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{self.etcd_ip}:{ETCD_PORT}"
+
+    @property
+    def etcd_dir(self) -> str:
+        return f"{self.state_dir}/etcd"
 
     def namespaces(self) -> list[str]:
         """Every namespace of the lab, pods first so teardown goes outside-in."""
         pods = [n.pod_ns for n in self.nodes]
         up = self.upstream
         outer = [up.ext_ns, up.netns] if up else []
+        if self.store == "etcd":
+            outer.append(self.etcd_ns)
         return [*pods, *(n.netns for n in self.nodes), *outer, self.lan_ns]
 
     @property
@@ -161,9 +203,17 @@ def plan_lab(
     *,
     upstream: str | None = None,
     reflectors: int = 0,
+    store: str = "file",
 ) -> LabPlan:
     """The complete address plan of lab `name` with `nodes` nodes at `index`."""
     check_name(name)
+    if store not in STORES:
+        raise LabError(f"--store {store!r} is unknown; use one of {', '.join(STORES)}")
+    if store == "etcd" and reflectors:
+        raise LabError(
+            "--reflectors needs --store file: etcd membership records carry no "
+            "route-reflector cluster ID; drop --reflectors or --store etcd"
+        )
     if upstream is not None and upstream not in UPSTREAM_KINDS:
         raise LabError(
             f"--upstream {upstream!r} is unknown; use one of {', '.join(UPSTREAM_KINDS)}"
@@ -175,31 +225,78 @@ def plan_lab(
     if not 1 <= nodes <= MAX_NODES:
         raise LabError(f"--nodes {nodes} is out of range; a lab has 1-{MAX_NODES} nodes")
     state_dir = root / name
-    octet = 200 + index
-    node_plans = tuple(
-        NodePlan(
-            name=f"{name}-n{i}",
-            index=i,
-            ip=f"172.31.{index}.{i}",
-            pod_cidr=f"10.{octet}.{i}.0/24",
-            pod_ns=f"{name}-n{i}-p1",
-            pod_ip=f"10.{octet}.{i}.10",
-            lan_if=f"n{i}",
-            run_dir=str(state_dir / f"{name}-n{i}"),
-        )
-        for i in range(1, nodes + 1)
-    )
     return LabPlan(
         name=name,
         index=index,
         subnet=f"172.31.{index}.0/24",
-        pod_range=f"10.{octet}.0.0/16",
+        pod_range=f"10.{200 + index}.0.0/16",
         lan_ns=f"{name}-lan",
         state_dir=str(state_dir),
-        nodes=node_plans,
+        nodes=tuple(_plan_node(name, index, i, str(state_dir)) for i in range(1, nodes + 1)),
         upstream=_plan_upstream(name, index, upstream, state_dir) if upstream else None,
         reflectors=reflectors,
+        store=store,
     )
+
+
+def _plan_node(name: str, index: int, i: int, state_dir: str) -> NodePlan:
+    return NodePlan(
+        name=f"{name}-n{i}",
+        index=i,
+        ip=f"172.31.{index}.{i}",
+        pod_ns=f"{name}-n{i}-p1",
+        lan_if=f"n{i}",
+        run_dir=f"{state_dir}/{name}-n{i}",
+    )
+
+
+def plan_added_node(plan: LabPlan) -> LabPlan:
+    """`plan` with one more node, numbered after the highest (numbers are never reused
+    while a lab runs, so a removed node's namespaces and files never meet a new one's)."""
+    if plan.upstream is not None:
+        raise LabError(
+            f"lab {plan.name} has an upstream router, which add-node does not reconfigure; "
+            "start a lab with more --nodes instead"
+        )
+    if len(plan.nodes) >= MAX_NODES:
+        raise LabError(f"lab {plan.name} already has {MAX_NODES} nodes, the most a lab holds")
+    i = max((n.index for n in plan.nodes), default=0) + 1
+    if i >= ETCD_HOST:
+        raise LabError(f"lab {plan.name}: node numbers are used up; rebuild the lab")
+    node = _plan_node(plan.name, plan.index, i, plan.state_dir)
+    return replace(plan, nodes=(*plan.nodes, node))
+
+
+def plan_removed_node(plan: LabPlan, name: str) -> LabPlan:
+    """`plan` without node `name` (the last node and reflectors cannot go)."""
+    node = plan.node(name)
+    if len(plan.nodes) == 1:
+        raise LabError(f"{node.name} is the last node of lab {plan.name}; use `kroute lab down`")
+    if plan.upstream is not None:
+        raise LabError(
+            f"lab {plan.name} has an upstream router, which remove-node does not reconfigure; "
+            f"stop the daemon only with `kroute lab exec {node.name} -- ...` or rebuild the lab"
+        )
+    if plan.is_reflector(node):
+        raise LabError(
+            f"{node.name} is a route reflector; removing it would change the cluster ID of "
+            "the others: remove a client, or rebuild the lab"
+        )
+    return replace(plan, nodes=tuple(n for n in plan.nodes if n is not node))
+
+
+def with_allocations(plan: LabPlan, allocated: Mapping[str, tuple[str, str]]) -> LabPlan:
+    """`plan` with the (pod CIDR, pod IP) the IPAM store gave each named node."""
+    unknown = sorted(set(allocated) - {n.name for n in plan.nodes})
+    if unknown:
+        raise LabError(f"lab {plan.name} has no node {unknown[0]!r} to take an allocation")
+    nodes = tuple(
+        replace(n, pod_cidr=allocated[n.name][0], pod_ip=allocated[n.name][1])
+        if n.name in allocated
+        else n
+        for n in plan.nodes
+    )
+    return replace(plan, nodes=nodes)
 
 
 def _plan_upstream(name: str, index: int, kind: str, state_dir: Path) -> UpstreamPlan:
@@ -218,7 +315,8 @@ def _plan_upstream(name: str, index: int, kind: str, state_dir: Path) -> Upstrea
 
 def render_config(plan: LabPlan, node: NodePlan) -> str:
     """The kroute config of one node: iBGP over the LAN (full mesh, or through the route
-    reflectors), plus an eBGP peer accepting only the external subnet with an upstream."""
+    reflectors), plus an eBGP peer accepting only the external subnet with an upstream.
+    Pod CIDRs come from the cluster pool; with etcd, so does the node list."""
     prefix = ipaddress.ip_network(plan.subnet).prefixlen
     bgp: dict[str, Any] = {
         "asn": ASN,
@@ -237,110 +335,32 @@ def render_config(plan: LabPlan, node: NodePlan) -> str:
                 "import": {"allow": [up.ext_subnet]},
             }
         ]
+    ipam: dict[str, Any] = {
+        "mode": "cluster-pool",
+        "clusterPool": {"cidrs": [plan.pod_range], "maskSizeV4": MASK_V4},
+        "store": plan.store,
+    }
+    if plan.store == "etcd":
+        cluster: dict[str, Any] = {"source": "etcd", "leaseTTL": LEASE_TTL}
+    else:
+        ipam["file"] = plan.ipam_file
+        cluster = {"nodes": [_cluster_node(plan, n) for n in plan.nodes]}
     data: dict[str, Any] = {
         "node": {"name": node.name, "ip": node.ip},
         "bgp": bgp,
-        "cluster": {"nodes": [_cluster_node(plan, n) for n in plan.nodes]},
+        "cluster": cluster,
+        "ipam": ipam,
         "status": {"listen": f"{node.ip}:{STATUS_PORT}", "socket": node.socket_path},
         "runDir": node.run_dir,
     }
+    if plan.store == "etcd":
+        data["etcd"] = {"endpoints": [plan.etcd_url]}
     header = f"# kroute lab {plan.name}: node {node.name} on {node.ip}/{prefix}\n"
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 
 
 def _cluster_node(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": node.name, "ip": node.ip, "podCIDRs": [node.pod_cidr]}
+    entry: dict[str, Any] = {"name": node.name, "ip": node.ip}
     if plan.is_reflector(node):
         entry["routeReflectorClusterId"] = plan.cluster_id
     return entry
-
-
-def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
-    """The JSON form stored in lab.json (camelCase, like the daemon's config)."""
-    return {
-        "name": plan.name,
-        "index": plan.index,
-        "subnet": plan.subnet,
-        "podRange": plan.pod_range,
-        "lanNamespace": plan.lan_ns,
-        "stateDir": plan.state_dir,
-        "reflectors": plan.reflectors,
-        "upstream": _upstream_to_dict(plan.upstream) if plan.upstream else None,
-        "nodes": [
-            {
-                "name": n.name,
-                "index": n.index,
-                "namespace": n.netns,
-                "ip": n.ip,
-                "podCIDR": n.pod_cidr,
-                "podNamespace": n.pod_ns,
-                "podIP": n.pod_ip,
-                "lanInterface": n.lan_if,
-                "runDir": n.run_dir,
-                "config": n.config_path,
-                "log": n.log_path,
-                "socket": n.socket_path,
-            }
-            for n in plan.nodes
-        ],
-    }
-
-
-def plan_from_dict(data: dict[str, Any]) -> LabPlan:
-    """Read back what `plan_to_dict` wrote; names and addresses are taken as stored."""
-    try:
-        nodes = tuple(
-            NodePlan(
-                name=n["name"],
-                index=int(n["index"]),
-                ip=n["ip"],
-                pod_cidr=n["podCIDR"],
-                pod_ns=n["podNamespace"],
-                pod_ip=n["podIP"],
-                lan_if=n["lanInterface"],
-                run_dir=n["runDir"],
-            )
-            for n in data["nodes"]
-        )
-        return LabPlan(
-            name=data["name"],
-            index=int(data["index"]),
-            subnet=data["subnet"],
-            pod_range=data["podRange"],
-            lan_ns=data["lanNamespace"],
-            state_dir=data["stateDir"],
-            nodes=nodes,
-            upstream=_upstream_from_dict(data["upstream"]) if data.get("upstream") else None,
-            reflectors=int(data.get("reflectors", 0)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LabError(f"lab state is missing or has a bad field ({exc!r})") from None
-
-
-def _upstream_to_dict(up: UpstreamPlan) -> dict[str, Any]:
-    return {
-        "kind": up.kind,
-        "namespace": up.netns,
-        "ip": up.ip,
-        "asn": UPSTREAM_ASN,
-        "lanInterface": up.lan_if,
-        "extNamespace": up.ext_ns,
-        "extSubnet": up.ext_subnet,
-        "extGateway": up.ext_gateway,
-        "extIP": up.ext_ip,
-        "workdir": up.workdir,
-    }
-
-
-def _upstream_from_dict(data: dict[str, Any]) -> UpstreamPlan:
-    return UpstreamPlan(
-        kind=data["kind"],
-        netns=data["namespace"],
-        ip=data["ip"],
-        lan_if=data["lanInterface"],
-        ext_ns=data["extNamespace"],
-        ext_subnet=data["extSubnet"],
-        ext_gateway=data["extGateway"],
-        ext_ip=data["extIP"],
-        workdir=data["workdir"],
-    )

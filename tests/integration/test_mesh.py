@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,15 +22,6 @@ from tests.watch import RouteWatcher, expected_routes, kernel_routes, wait_for
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
 
 HOLD_TIME = 9  # what the lab configures (restartTime is the same)
-
-
-@pytest.fixture
-def lab(unique_name: str) -> Iterator[labmod.Lab]:
-    created = labmod.up(unique_name, 3, timeout=60, say=lambda _: None)
-    try:
-        yield created
-    finally:
-        labmod.down(unique_name, say=lambda _: None)
 
 
 def assert_converged(lab: labmod.Lab) -> None:

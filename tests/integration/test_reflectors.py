@@ -7,7 +7,6 @@ import secrets
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,23 +17,10 @@ from lab import lab as labmod
 from lab import net, procs
 from lab.routers import make_router
 from lab.routers.base import NeighborConf
+from tests.integration.conftest import LabFactory
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
-
-
-@pytest.fixture
-def lab_factory(unique_name: str) -> Iterator[object]:
-    made: list[str] = []
-
-    def make(nodes: int, reflectors: int = 0) -> labmod.Lab:
-        name = f"{unique_name}{len(made)}"
-        made.append(name)
-        return labmod.up(name, nodes, timeout=90, say=lambda _: None, reflectors=reflectors)
-
-    yield make
-    for name in made:
-        labmod.down(name, say=lambda _: None)
 
 
 def routes_json(socket: str) -> dict[str, dict[str, object]]:
@@ -49,9 +35,8 @@ def assert_every_node_routes_to_every_other(lab: labmod.Lab) -> None:
             assert routes.get(other.pod_cidr) == want, (node.name, other.name, routes)
 
 
-def test_kroute_reflects_for_three_clients(lab_factory: object) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory(4, reflectors=1)
+def test_kroute_reflects_for_three_clients(make_lab: LabFactory) -> None:
+    lab: labmod.Lab = make_lab(4, reflectors=1)
     assert_every_node_routes_to_every_other(lab)
     rr, c1, c2, _ = lab.plan.nodes
     path = routes_json(c1.socket_path)[c2.pod_cidr]["paths"][0]  # type: ignore[index]
@@ -63,9 +48,8 @@ def test_kroute_reflects_for_three_clients(lab_factory: object) -> None:
     assert [(p["address"], p["type"]) for p in peers] == [(rr.ip, "route reflector")]
 
 
-def test_stopping_one_of_two_reflectors_loses_no_client_route(lab_factory: object) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory(5, reflectors=2)
+def test_stopping_one_of_two_reflectors_loses_no_client_route(make_lab: LabFactory) -> None:
+    lab: labmod.Lab = make_lab(5, reflectors=2)
     assert_every_node_routes_to_every_other(lab)
     rr1 = lab.plan.nodes[0]
     clients = lab.plan.nodes[2:]
@@ -100,10 +84,9 @@ def _attach(lab: labmod.Lab, ns: str, address: str) -> None:
 
 @pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])
 def test_kroute_nodes_as_clients_of_an_external_reflector(
-    lab_factory: object, kind: str, unique_name: str
+    make_lab: LabFactory, kind: str, unique_name: str
 ) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory(3)
+    lab: labmod.Lab = make_lab(3)
     rr_ns = f"{unique_name}-rr"
     rr_ip = lab.plan.subnet.rsplit(".", 1)[0] + ".250"
     _attach(lab, rr_ns, rr_ip)

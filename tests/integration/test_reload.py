@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from lab import lab as labmod
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
-
-
-@pytest.fixture
-def lab(unique_name: str) -> Iterator[labmod.Lab]:
-    created = labmod.up(unique_name, 3, timeout=60, say=lambda _: None)
-    try:
-        yield created
-    finally:
-        labmod.down(unique_name, say=lambda _: None)
 
 
 def peer_addresses(socket: str) -> list[str]:

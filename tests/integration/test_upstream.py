@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from bgpd.client import call, fetch_status
 from lab import lab as labmod
 from lab import procs
 from lab.routers.base import DaemonRouter
+from tests.integration.conftest import LabFactory
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.peers]
@@ -28,22 +28,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.peers]
 LAB_ASN = 64512
 SERVICE_CIDR = "10.96.0.0/24"
 SERVICE_IP = "10.96.0.10"
-
-
-@pytest.fixture
-def lab_factory(unique_name: str) -> Iterator[object]:
-    made: list[str] = []
-
-    def make(kind: str, nodes: int = 3, reflectors: int = 0) -> labmod.Lab:
-        name = f"{unique_name}{len(made)}"
-        made.append(name)
-        return labmod.up(
-            name, nodes, timeout=90, say=lambda _: None, upstream=kind, reflectors=reflectors
-        )
-
-    yield make
-    for name in made:
-        labmod.down(name, say=lambda _: None)
 
 
 def router(lab: labmod.Lab) -> DaemonRouter:
@@ -74,9 +58,8 @@ class Pinger:
 
 
 @pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])
-def test_upstream_learns_every_pod_cidr_with_our_asn(lab_factory: object, kind: str) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory(kind)
+def test_upstream_learns_every_pod_cidr_with_our_asn(make_lab: LabFactory, kind: str) -> None:
+    lab: labmod.Lab = make_lab(upstream=kind)
     up = router(lab)
     routes = up.routes()
     for node in lab.plan.nodes:
@@ -117,9 +100,8 @@ def _restart(lab: labmod.Lab, how: str) -> None:
         ("frr", "kill9"),
     ],
 )
-def test_restart_loses_no_packet_and_no_route(lab_factory: object, kind: str, how: str) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory(kind)
+def test_restart_loses_no_packet_and_no_route(make_lab: LabFactory, kind: str, how: str) -> None:
+    lab: labmod.Lab = make_lab(upstream=kind)
     n1, n2, _ = lab.plan.nodes
     assert lab.plan.upstream is not None
     pod_to_pod = Pinger(n1.pod_ns, n2.pod_ip)
@@ -155,10 +137,9 @@ def _announce_service_cidr(lab: labmod.Lab, nodes: int) -> None:
 
 @pytest.mark.parametrize("kind", ["bird", "frr"])
 def test_prefix_from_three_nodes_is_ecmp_in_kernels_and_upstream(
-    lab_factory: object, kind: str
+    make_lab: LabFactory, kind: str
 ) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory(kind, nodes=4)
+    lab: labmod.Lab = make_lab(4, upstream=kind)
     _announce_service_cidr(lab, 3)
     speakers = sorted(n.ip for n in lab.plan.nodes[:3])
     fourth = lab.plan.nodes[3]
@@ -176,9 +157,8 @@ def test_prefix_from_three_nodes_is_ecmp_in_kernels_and_upstream(
         assert SERVICE_CIDR not in kernel_routes(node.netns)
 
 
-def test_drain_moves_traffic_away_without_loss_then_undrain(lab_factory: object) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory("bird")
+def test_drain_moves_traffic_away_without_loss_then_undrain(make_lab: LabFactory) -> None:
+    lab: labmod.Lab = make_lab(upstream="bird")
     _announce_service_cidr(lab, 3)
     n1, n2, _ = lab.plan.nodes
     up = router(lab)
@@ -201,9 +181,8 @@ def test_drain_moves_traffic_away_without_loss_then_undrain(lab_factory: object)
     assert fetch_status(n1.socket_path)["drain"] == "none"
 
 
-def test_export_policy_reaches_the_upstream(lab_factory: object) -> None:
-    assert callable(lab_factory)
-    lab: labmod.Lab = lab_factory("frr")
+def test_export_policy_reaches_the_upstream(make_lab: LabFactory) -> None:
+    lab: labmod.Lab = make_lab(upstream="frr")
     n1 = lab.plan.nodes[0]
     config = yaml.safe_load(Path(n1.config_path).read_text())
     config["bgp"]["peers"][0]["export"] = {

@@ -88,3 +88,15 @@ async def test_no_store_and_no_cache_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(KrouteError, match="no pod CIDR for a"):
         await state.start()
     await state.close()
+
+
+def test_our_reflector_cluster_id_survives(tmp_path: Path) -> None:
+    base = pool_config(tmp_path)
+    data = base.model_dump(by_alias=True, mode="json")
+    data["cluster"]["nodes"][0]["routeReflectorClusterId"] = "1.1.1.1"
+    base = parse_config(data, host_defaults=True)
+    config = effective_config(base, (ipaddress.ip_network("10.240.3.0/24"),), {})
+    me = config.self_node()
+    assert me is not None
+    assert str(me.route_reflector_cluster_id) == "1.1.1.1"
+    assert me.pod_cidrs == (ipaddress.ip_network("10.240.3.0/24"),)

@@ -9,12 +9,13 @@ import yaml
 
 from bgpd.config import parse_config
 from lab import health
-from lab.plan import LabError, plan_from_dict, plan_lab, plan_to_dict, render_config
+from lab.plan import LabError, plan_lab, render_config
 from lab.routers import NeighborConf, Role, RouterError, RouterSpec, make_router
 from lab.routers.base import community_text, sorted_communities
 from lab.routers.bird import bird_best, parse_bird_routes, render_bird
 from lab.routers.frr import frr_best, frr_best_path, render_bgpd
 from lab.routers.gobgp import gobgp_best, path_as_path, path_communities, render_gobgpd
+from lab.state import plan_from_dict, plan_to_dict
 
 WORK = Path("/tmp/r")
 

@@ -9,7 +9,7 @@ import dataclasses
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bgpd.events import PathAttributes
@@ -292,6 +292,7 @@ def inside(draw: st.DrawFn, prefix: Network) -> Network:
     return type(prefix)((int(prefix.network_address) + offset, length), strict=False)
 
 
+@settings(suppress_health_check=[HealthCheck.filter_too_much])  # protected ranges are common
 @given(data=st.data(), entry=prefixes, ebgp=st.booleans())
 def test_prefix_inside_an_allow_entry_without_protection_is_accepted(
     data: st.DataObject, entry: Network, ebgp: bool
