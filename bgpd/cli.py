@@ -134,6 +134,48 @@ def format_ipam(data: dict[str, Any]) -> str:
     return _table(["NODE", "BLOCKS / POD IP", "PODS / KEY"], rows)
 
 
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def format_pools(data: list[dict[str, Any]]) -> str:
+    """Like `kubectl get ciliumloadbalancerippools`."""
+    rows = [
+        [
+            p["name"],
+            str(p["disabled"]).lower(),
+            "false" if p["conflictingWith"] is None else f"true ({p['conflictingWith']})",
+            str(p["available"]),
+            str(p["used"]),
+            _age(p["age"]),
+        ]
+        for p in data
+    ]
+    if not rows:
+        return "No LoadBalancer pools (loadBalancer.pools in the config)."
+    headers = ["NAME", "DISABLED", "CONFLICTING", "IPS AVAILABLE", "IPS USED", "AGE"]
+    return _table(headers, rows)
+
+
+def format_services(data: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            s["service"],
+            ",".join(s["ips"]) or "-",
+            s["trafficPolicy"],
+            ",".join(s["announcedBy"]) or "-",
+            ("CONFLICT; " if s["conflicting"] else "") + "; ".join(s["reasons"]),
+        ]
+        for s in data
+    ]
+    if not rows:
+        return "No LoadBalancer services (loadBalancer.services in the config)."
+    return _table(["SERVICE", "IPS", "POLICY", "ANNOUNCED BY", "WHY"], rows)
+
+
 def format_nodes(data: dict[str, Any]) -> str:
     rows = [
         [
@@ -236,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("routes", format_routes, "/routes", "every prefix: paths, kernel, advertised, why not"),
         ("ipam", format_ipam, "/ipam", "node blocks and pod IPs (ipam.mode cluster-pool)"),
         ("nodes", format_nodes, "/nodes", "cluster members and their pod CIDRs"),
+        ("pools", format_pools, "/pools", "LoadBalancer IP pools and their usage"),
+        ("services", format_services, "/services", "LoadBalancer services: IPs, announcers"),
     ):
         show = sub.add_parser(name, help=text, description=f"Example: kroute {name} -o json")
         show.add_argument("-o", "--output", choices=["table", "json"], default="table")

@@ -64,6 +64,50 @@ def add_cluster_routes(app: web.Application, daemon: Daemon, *, control: bool) -
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"removed": name})
 
+    async def pools(_: web.Request) -> web.Response:
+        view = daemon.lb.view
+        rows = []
+        if view is not None:
+            for pool in daemon.lb.pools:
+                status = view.result.pools[pool.name]
+                rows.append(
+                    {
+                        "name": pool.name,
+                        "disabled": status.disabled,
+                        "conflictingWith": status.conflicting_with,
+                        "available": status.available,
+                        "used": status.used,
+                        "total": status.total,
+                        "blocks": [str(b) for b in pool.blocks],
+                        "age": daemon.clock() - daemon.started_at,
+                    }
+                )
+        return web.json_response(rows)
+
+    async def services(_: web.Request) -> web.Response:
+        view = daemon.lb.view
+        rows = []
+        if view is not None:
+            for service in daemon.lb.services:
+                status = view.result.services[service.key]
+                rows.append(
+                    {
+                        "service": service.key,
+                        "ips": [str(ip) for ip in status.ips],
+                        "pools": list(status.pools),
+                        "trafficPolicy": service.traffic_policy,
+                        "announcedBy": sorted(
+                            {n for ip in status.ips for n in view.announcers.get(ip, ())}
+                        ),
+                        "servedHere": [str(ip) for ip in status.ips if ip in view.served],
+                        "conflicting": status.conflicting,
+                        "reasons": [f"{r.code}: {r.message}" for r in status.reasons],
+                    }
+                )
+        return web.json_response(rows)
+
+    app.router.add_get("/pools", pools)
+    app.router.add_get("/services", services)
     app.router.add_get("/ipam", ipam)
     app.router.add_get("/nodes", nodes)
     if control:

@@ -24,7 +24,7 @@ from pydantic_core import ErrorDetails
 from bgpd.config_types import CIDR, Model, Network
 from bgpd.errors import ConfigError
 from bgpd.peer_config import PeerConfig
-from bgpd.store_config import EtcdConfig, IpamConfig
+from bgpd.store_config import EtcdConfig, IpamConfig, LoadBalancerConfig
 from ipam.allocator import ClusterPool
 
 RANGES = {
@@ -163,6 +163,7 @@ class Config(Model):
     run_dir: str = DEFAULT_RUN_DIR
     ipam: IpamConfig = IpamConfig()
     etcd: EtcdConfig | None = None
+    load_balancer: LoadBalancerConfig = LoadBalancerConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> Config:

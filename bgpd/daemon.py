@@ -25,12 +25,14 @@ from bgpd.config import Config
 from bgpd.desired import desired_kernel_routes
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
+from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
 from bgpd.peer_config import PrefixKind
 from bgpd.peers import own_cluster_id, resolve_peers
 from bgpd.policy import LocalFacts
 from bgpd.rib import Rib, best_next_hops
 from bgpd.sessions import PeerStatus, Sessions
 from bgpd.speaker import EventHandler, ExaBGPSpeaker, Speaker
+from datapath.loopback import FakeLoopback, LoopbackAddresses
 from datapath.routes import KernelRoute, KernelRouteReconciler, KernelRoutes
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         config_path: str | None = None,
         cluster: ClusterState | None = None,
+        loopback: LoopbackAddresses | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -90,6 +93,8 @@ class Daemon:
         self.clock = clock
         self.started_at = clock()
         self.rib = Rib()
+        self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json")
+        self.loopback = loopback or FakeLoopback()
         self._dirty = asyncio.Event()
         self.sessions = Sessions(
             resolve_peers(config),
@@ -123,10 +128,16 @@ class Daemon:
         """What follows from the config alone: our prefixes and reflector identity."""
         me = config.self_node()
         self.own_cidrs: tuple[Network, ...] = me.pod_cidrs if me else ()
-        self.local_prefixes: dict[Network, PrefixKind] = dict.fromkeys(self.own_cidrs, "podCIDR")
+        self._config_prefixes: dict[Network, PrefixKind] = dict.fromkeys(self.own_cidrs, "podCIDR")
         if config.bgp.advertise_cluster_ips:  # kube-router's --advertise-cluster-ip
             for cidr in config.cluster.service_cidrs:
-                self.local_prefixes[cidr] = "serviceClusterIP"
+                self._config_prefixes[cidr] = "serviceClusterIP"
+        self.local_prefixes = dict(self._config_prefixes)
+        self.lb.configure(
+            parse_lb_pools(list(config.load_balancer.pools)),
+            parse_lb_services(list(config.load_balancer.services)),
+            (n.name for n in config.cluster.nodes),
+        )
         cluster_id = own_cluster_id(config)
         self.cluster_id = str(cluster_id) if cluster_id is not None else None
 
@@ -282,7 +293,18 @@ class Daemon:
             withdrawn=self.drain_state == "drained",
         )
 
+    def _allocate_load_balancers(self) -> None:
+        """Allocate LB IPs (never one the network routes) and serve ours."""
+        in_use = [
+            prefix for prefix, paths in self.rib.paths().items() if any(p.ebgp for p in paths)
+        ]
+        view = self.lb.update(in_use, self.config.node.name)
+        self.local_prefixes = dict(self._config_prefixes)
+        for ip in view.served:
+            self.local_prefixes[host_prefix(ip)] = "loadBalancerIP"
+
     def _advertise(self) -> None:
+        self._allocate_load_balancers()
         self.advertised = self.desired_advertisements()
         self.speaker.set_advertisements(self.advertised)
 
@@ -318,6 +340,12 @@ class Daemon:
                 await asyncio.sleep(1.0)
                 self._dirty.set()
                 continue
+            served = self.lb.view.served if self.lb.view is not None else ()
+            try:
+                await loop.run_in_executor(None, self.loopback.sync, served)
+            except OSError:
+                self.reconcile_errors += 1
+                log.exception("event=loopback-sync-failed")
             self.kernel_routes = desired
             self.kernel_failures = {route.prefix: error for route, error in result.failed}
             for route, error in result.failed:

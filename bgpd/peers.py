@@ -66,7 +66,21 @@ def cluster_prefixes(config: Config) -> tuple[Network, ...]:
     """What nodes announce to each other: their pod CIDRs and the service CIDRs."""
     pods = tuple(cidr for node in config.cluster.nodes for cidr in node.pod_cidrs)
     pool = config.ipam.cluster_pool.cidrs if config.ipam.cluster_pool else ()
-    return pods + pool + config.cluster.service_cidrs
+    return pods + pool + config.cluster.service_cidrs + load_balancer_ranges(config)
+
+
+def load_balancer_ranges(config: Config) -> tuple[Network, ...]:
+    """Every LoadBalancer pool block as CIDRs: LB IPs nodes announce to each other."""
+    from bgpd.lb import parse_lb_pools
+
+    nets: list[Network] = []
+    for pool in parse_lb_pools(list(config.load_balancer.pools)):
+        for block in pool.blocks:
+            if block.cidr is not None:
+                nets.append(block.cidr)
+            else:
+                nets.extend(ipaddress.summarize_address_range(block.first, block.last))
+    return tuple(nets)
 
 
 def own_cluster_id(config: Config) -> ipaddress.IPv4Address | None:

@@ -9,6 +9,7 @@ from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
 from bgpd.status import StatusServer
+from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,13 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     cluster = ClusterState(config)
     effective = await cluster.start()
-    daemon = Daemon(effective, NetlinkKernelRoutes(), config_path=config_path, cluster=cluster)
+    daemon = Daemon(
+        effective,
+        NetlinkKernelRoutes(),
+        config_path=config_path,
+        cluster=cluster,
+        loopback=KernelLoopback(),
+    )
     cluster.follow(daemon)
     server = StatusServer(daemon)
     log.info(

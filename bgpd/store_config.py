@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -86,4 +86,26 @@ class IpamConfig(Model):
                 "ipam.mode: kubernetes is not built yet (it comes with the Kubernetes source); "
                 "use static or cluster-pool"
             )
+        return self
+
+
+class LoadBalancerConfig(Model):
+    """LoadBalancer pools and services on bare metal (documents as in `lbipam`)."""
+
+    pools: tuple[Any, ...] = ()
+    services: tuple[Any, ...] = ()
+
+    @model_validator(mode="after")
+    def _documents(self) -> LoadBalancerConfig:
+        from bgpd.lb import parse_lb_pools, parse_lb_services
+        from lbipam import DocumentError
+
+        errors: list[str] = []
+        for parse, docs in ((parse_lb_pools, self.pools), (parse_lb_services, self.services)):
+            try:
+                parse(list(docs))
+            except DocumentError as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise ValueError("\n".join(errors))
         return self

@@ -154,6 +154,9 @@ class FakeSpeaker:
     def teardown(self, peer: IPAddress, cease_subcode: int) -> None:
         self.teardowns.append((peer, cease_subcode))
 
+    def reconfigure(self, spec: SpeakerSpec) -> None:
+        self.spec = spec
+
     @property
     def latest(self) -> PeerAdvertisements:
         """The last advertisements the daemon asked for, per peer."""

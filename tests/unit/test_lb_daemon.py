@@ -1,0 +1,91 @@
+"""LoadBalancer IPs in the daemon: allocated from the config's pools, announced and put
+on the loopback only where served, never one the network already routes."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bgpd.config import parse_config
+from bgpd.daemon import Daemon
+from bgpd.events import PathAttributes, RoutesUpdate
+from datapath.loopback import FakeLoopback
+from datapath.routes import FakeKernelRoutes
+from tests.unit.conftest import FakeSpeaker, cluster_data, settle
+from tests.unit.test_daemon import stop_bounded
+
+UPSTREAM = ipaddress.IPv4Address("10.0.0.254")
+POOL = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
+
+
+def service(nodes: list[str], name: str = "www") -> dict[str, Any]:
+    return {"namespace": "web", "name": name, "nodes": nodes}
+
+
+@pytest.fixture
+async def daemon_with(tmp_path: Path, fake_speaker_class: type[FakeSpeaker]) -> AsyncIterator[Any]:
+    made: list[Daemon] = []
+
+    async def make(services: list[dict[str, Any]]) -> Daemon:
+        data = cluster_data(tmp_path)
+        data["loadBalancer"] = {"pools": [POOL], "services": services}
+        data["bgp"]["peers"] = [
+            {"address": str(UPSTREAM), "asn": 65000, "import": {"allow": ["198.51.100.0/24"]}}
+        ]
+        daemon = Daemon(
+            parse_config(data, host_defaults=True),
+            FakeKernelRoutes(),
+            speaker_factory=fake_speaker_class,
+            loopback=FakeLoopback(),
+        )
+        await daemon.start()
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        await stop_bounded(daemon)
+
+
+def speaker(daemon: Daemon) -> FakeSpeaker:
+    assert isinstance(daemon.speaker, FakeSpeaker)
+    return daemon.speaker
+
+
+async def test_served_here_is_announced_and_on_the_loopback(daemon_with: Any) -> None:
+    daemon = await daemon_with([service(["node-a"])])
+    ip = ipaddress.ip_address("198.51.100.1")
+    assert await settle(lambda: ipaddress.ip_network(f"{ip}/32") in speaker(daemon).advertised)
+    assert isinstance(daemon.loopback, FakeLoopback)
+    assert await settle(lambda: daemon.loopback.addresses == {ip})  # type: ignore[attr-defined]
+    assert daemon.local_prefixes[ipaddress.ip_network(f"{ip}/32")] == "loadBalancerIP"
+
+
+async def test_served_elsewhere_is_neither_announced_nor_on_the_loopback(
+    daemon_with: Any,
+) -> None:
+    daemon = await daemon_with([service(["node-b"])])
+    await settle(lambda: daemon.lb.view is not None)
+    assert daemon.lb.view is not None and daemon.lb.view.served == ()
+    assert not any(p.prefixlen == 32 for p in speaker(daemon).advertised)
+    assert daemon.loopback.addresses == set()  # type: ignore[attr-defined]
+
+
+async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any) -> None:
+    daemon = await daemon_with([])
+    route = RoutesUpdate(
+        peer=UPSTREAM,
+        announced=((ipaddress.ip_network("198.51.100.1/32"), PathAttributes(UPSTREAM)),),
+    )
+    speaker(daemon).emit(route)
+    await settle(lambda: bool(daemon.rib.paths()))
+    data = daemon.config.model_dump(by_alias=True, mode="json")
+    data["loadBalancer"]["services"] = [service(["node-a"])]
+    daemon.reconfigure(parse_config(data, host_defaults=True))
+    assert await settle(lambda: daemon.lb.view is not None and daemon.lb.view.served != ())
+    assert daemon.lb.view is not None
+    assert daemon.lb.view.served == (ipaddress.ip_address("198.51.100.2"),)
