@@ -33,6 +33,7 @@ lint: setup
 bench: setup
 	$(VENV)/python bench/route_install.py
 	$(VENV)/python bench/convergence.py
+	$(VENV)/python bench/ipam.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,413 @@
+"""`kroute-cni`: the CNI plugin (spec 1.0.0) that wires pods the way the daemon routes them.
+
+ADD takes the pod's addresses from kroute's IPAM store (the same node config and store the
+daemon uses; `ipam.mode: cluster-pool` is required) and wires the pod Calico style:
+POD_IP/32 on CNI_IFNAME, `169.254.1.1 dev IF scope link`, `default via 169.254.1.1`; the
+node side (proxy_arp=1, proxy_delay=0, forwarding=1) answers ARP by proxy and routes
+POD_IP/32 to the veth, and `169.254.1.1/32 dev lo` gives proxy ARP a route to answer for,
+so the daemon only has to announce the node's block. IPv6 (when the pool has an IPv6
+CIDR): POD_IP6/128 and `default via fe80::1`, the node side's link-local address (set
+with nodad, so no DAD delay and no proxy NDP). DEL releases the IP and removes the veth;
+CHECK compares the kernel with the allocation. ADD and DEL are idempotent; DEL of an
+unknown container or a gone netns succeeds.
+
+The runtime finds the plugin as an executable named `kroute-cni` in CNI_PATH: link
+`.venv/bin/kroute-cni` into /opt/cni/bin. `config/10-kroute.conflist` is a sample; the
+`portmap` entry there is optional (hostPort support) and needs the reference plugins.
+kroute-cni never executes other plugins, so CNI_PATH is not required.
+
+Errors are CNI error objects on stdout with a non-zero exit: the spec's codes (1 version,
+3 netns missing on ADD, 4 environment, 5 corrupt store, 6 decoding, 7 network config or
+static ipam mode, 11 try again: store busy/unreachable or node block not allocated yet)
+and kroute's (100 IPAM exhausted, 101 netlink failed, 102 CHECK found drift).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bgpd.cluster import cluster_pool, make_store
+from bgpd.config import Config, load_config
+from bgpd.errors import AllocationError, ConfigError, KrouteError
+from datapath.cni_net import DEFAULT_MTU, GATEWAY_V4, GATEWAY_V6, PodWiring, Wired
+from ipam.allocator import ClusterPool, IPAddress, pod_key
+from ipam.store import IpamStore, StoreCorruptError, StoreError
+
+log = logging.getLogger(__name__)
+
+SPEC_VERSION = "1.0.0"
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
+DEFAULT_CONFIG = "/etc/kroute/kroute.yaml"
+
+# The spec's well-known error codes, and kroute's own (100 and up).
+E_VERSION, E_UNKNOWN_CONTAINER, E_ENV, E_IO, E_DECODE, E_CONFIG = 1, 3, 4, 5, 6, 7
+E_TRY_AGAIN = 11
+E_IPAM, E_DATAPATH, E_CHECK = 100, 101, 102
+
+
+class CniError(KrouteError):
+    """A failure reported to the runtime as a CNI error object."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(f"{msg}: {details}" if details else msg)
+        self.code, self.msg, self.details = code, msg, details
+
+    def to_json(self, version: str) -> dict[str, Any]:
+        return {"cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details}
+
+
+@dataclass(frozen=True)
+class NetConf:
+    """The fields of the network config kroute-cni reads; the rest is ignored."""
+
+    cni_version: str
+    name: str
+    kroute_config: str = DEFAULT_CONFIG
+    mtu: int = DEFAULT_MTU
+    prev_result: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One invocation: CNI_* environment plus the parsed network config."""
+
+    command: str
+    conf: NetConf
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    args: Mapping[str, str] = field(default_factory=dict)
+
+
+class PodNetwork(Protocol):
+    """The netlink side of the plugin (real: `datapath.cni_net.KernelPodNetwork`).
+
+    Blocking; called through `asyncio.to_thread` (pyroute2's sync API runs its own loop).
+    """
+
+    def add(self, wiring: PodWiring) -> Wired:
+        """Create or reuse the veth pair and set addresses, routes and sysctls."""
+        ...
+
+    def delete(self, host_if: str) -> bool:
+        """Remove the host veth (its peer goes too); False when it did not exist."""
+        ...
+
+    def check(self, wiring: PodWiring) -> list[str]:
+        """Every difference between the kernel and `wiring`; empty when all is in place."""
+        ...
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """`kr` + 11 hex digits of sha256(containerID/ifname): stable, unique, 13 chars."""
+    return "kr" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:11]
+
+
+def parse_netconf(text: str) -> NetConf:
+    """The network config from stdin; CniError 6 (not JSON) or 1/7 naming the field."""
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CniError(E_DECODE, "network config on stdin is not JSON", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise CniError(E_DECODE, "network config on stdin must be a JSON object")
+    version = doc.get("cniVersion")
+    if not isinstance(version, str) or not version:
+        raise CniError(E_CONFIG, "network config: cniVersion is missing; set it to 1.0.0")
+    if version not in SUPPORTED_VERSIONS:
+        raise CniError(
+            E_VERSION,
+            f"network config: cniVersion {version} is not supported",
+            f"kroute-cni supports {', '.join(SUPPORTED_VERSIONS)}",
+        )
+    name = doc.get("name", "")
+    kroute = doc.get("kroute", {})
+    if not isinstance(kroute, dict) or not isinstance(kroute.get("config", ""), str):
+        raise CniError(E_CONFIG, 'network config: kroute must be {"config": "/path/kroute.yaml"}')
+    mtu = doc.get("mtu", DEFAULT_MTU)
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
+        raise CniError(E_CONFIG, f"network config: mtu {mtu!r} must be an integer 68-65535")
+    prev = doc.get("prevResult")
+    return NetConf(
+        cni_version=version,
+        name=name if isinstance(name, str) else "",
+        kroute_config=kroute.get("config") or DEFAULT_CONFIG,
+        mtu=mtu,
+        prev_result=prev if isinstance(prev, dict) else None,
+    )
+
+
+def _check_names(container_id: str, ifname: str) -> None:
+    """ipam.allocator's validators, each field checked alone so the error names it."""
+    for var, cid, name in (
+        ("CNI_CONTAINERID", container_id, "eth0"),
+        ("CNI_IFNAME", "c", ifname),
+    ):
+        try:
+            pod_key(cid, name, 4)
+        except AllocationError as exc:
+            raise CniError(E_ENV, f"{var} is invalid", str(exc)) from None
+    if ifname == ".":  # the kernel refuses it too, but say which field is wrong
+        raise CniError(E_ENV, "CNI_IFNAME is invalid", "'.' is not an interface name")
+
+
+def parse_request(env: Mapping[str, str], stdin: str) -> Request:
+    """CNI_* variables and stdin, validated; CniError with the spec's code otherwise."""
+    command = env.get("CNI_COMMAND", "")
+    if command not in ("ADD", "DEL", "CHECK", "VERSION"):
+        raise CniError(
+            E_ENV,
+            f"CNI_COMMAND {command!r} is not supported" if command else "CNI_COMMAND is not set",
+            "use ADD, DEL, CHECK or VERSION",
+        )
+    if command == "VERSION":
+        return Request(command, NetConf(SPEC_VERSION, ""))
+    conf = parse_netconf(stdin)
+    needed = ["CNI_CONTAINERID", "CNI_IFNAME"] + (["CNI_NETNS"] if command != "DEL" else [])
+    missing = [var for var in needed if not env.get(var)]
+    if missing:
+        raise CniError(E_ENV, f"{', '.join(missing)} not set", f"required for {command}")
+    container_id, ifname, netns = (
+        env["CNI_CONTAINERID"],
+        env["CNI_IFNAME"],
+        env.get("CNI_NETNS", ""),
+    )
+    _check_names(container_id, ifname)
+    if netns and not netns.startswith("/"):
+        raise CniError(E_ENV, f"CNI_NETNS {netns!r} is invalid", "it must be an absolute path")
+    args: dict[str, str] = {}
+    for item in filter(None, env.get("CNI_ARGS", "").split(";")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CniError(E_ENV, f"CNI_ARGS item {item!r} is invalid", "use KEY=VALUE;KEY=VALUE")
+        args[key] = value
+    return Request(command, conf, container_id, netns, ifname, args)
+
+
+def version_result(conf: NetConf) -> dict[str, Any]:
+    return {"cniVersion": conf.cni_version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def build_result(req: Request, wiring: PodWiring, wired: Wired) -> dict[str, Any]:
+    """The ADD result: host veth (0), pod interface (1) holding the IPs, default routes."""
+    old = req.conf.cni_version != "1.0.0"  # 0.3.x/0.4.0 name the family in each IP
+    ips: list[dict[str, Any]] = []
+    routes: list[dict[str, str]] = []
+    for ip in wiring.addresses:
+        gateway = GATEWAY_V4 if ip.version == 4 else GATEWAY_V6
+        entry: dict[str, Any] = {
+            "address": f"{ip}/{ip.max_prefixlen}",
+            "interface": 1,
+            "gateway": str(gateway),
+        }
+        if old:
+            entry["version"] = str(ip.version)
+        ips.append(entry)
+        routes.append({"dst": "0.0.0.0/0" if ip.version == 4 else "::/0", "gw": str(gateway)})
+    return {
+        "cniVersion": req.conf.cni_version,
+        "interfaces": [
+            {"name": wiring.host_if, "mac": wired.host_mac},
+            {"name": wiring.ifname, "mac": wired.pod_mac, "sandbox": wiring.netns},
+        ],
+        "ips": ips,
+        "routes": routes,
+        "dns": {},
+    }
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Where config, store and netlink come from; unit tests pass fakes."""
+
+    load_config: Callable[[str], Config]
+    make_store: Callable[[Config], IpamStore]
+    network: Callable[[], PodNetwork]
+
+
+def real_deps() -> Deps:
+    from datapath.cni_net import KernelPodNetwork
+
+    return Deps(load_config, make_store, KernelPodNetwork)
+
+
+class Plugin:
+    """ADD/DEL/CHECK for one request against the node config's store and pool."""
+
+    def __init__(self, req: Request, config: Config, store: IpamStore | None, net: PodNetwork):
+        self.req, self.config, self.store, self.net = req, config, store, net
+        self.node = config.node.name
+
+    def pool(self) -> ClusterPool:
+        pool = cluster_pool(self.config)
+        if pool is None or self.store is None:
+            raise CniError(
+                E_CONFIG,
+                f"ipam.mode {self.config.ipam.mode} in {self.req.conf.kroute_config} gives "
+                "no pod IPs",
+                "kroute-cni needs ipam.mode: cluster-pool (pod IPs come from the node's block)",
+            )
+        return pool
+
+    def wiring(self, addresses: tuple[IPAddress, ...]) -> PodWiring:
+        req = self.req
+        host = host_ifname(req.container_id, req.ifname)
+        return PodWiring(host, req.netns, req.ifname, addresses, req.conf.mtu)
+
+    async def held(self) -> dict[int, IPAddress]:
+        """The addresses this pod interface holds now, by family (read only)."""
+        assert self.store is not None
+        pods = (await self.store.snapshot()).pod_ips.get(self.node, {})
+        out: dict[int, IPAddress] = {}
+        for family in (4, 6):
+            ip = pods.get(pod_key(self.req.container_id, self.req.ifname, family))
+            if ip is not None:
+                out[family] = ip
+        return out
+
+    async def add(self) -> dict[str, Any]:
+        pool = self.pool()
+        assert self.store is not None
+        if not Path(self.req.netns).exists():
+            raise CniError(E_UNKNOWN_CONTAINER, f"CNI_NETNS {self.req.netns} does not exist")
+        state = await self.store.snapshot()
+        blocks = {b.version for b in state.node_blocks.get(self.node, ())}
+        for family in pool.families():
+            if family not in blocks:
+                raise CniError(
+                    E_TRY_AGAIN,
+                    f"node {self.node} has no IPv{family} pod CIDR block yet",
+                    "kroute allocates it when it starts; start kroute on this node, then retry",
+                )
+        before = await self.held()
+        req = self.req
+        addresses = [
+            await self.store.allocate_pod_ip(pool, self.node, req.container_id, req.ifname, f)
+            for f in pool.families()
+        ]
+        wiring = self.wiring(tuple(addresses))
+        host = wiring.host_if
+        try:
+            wired = await asyncio.to_thread(self.net.add, wiring)
+        except Exception:
+            if not before:  # a fresh pod: give back what this call took, best effort
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.net.delete, wiring.host_if)
+                await self.store.release_pod_ip(self.node, req.container_id, req.ifname)
+            raise
+        ips = ",".join(map(str, addresses))
+        log.info("event=cni-add container=%s host_if=%s ips=%s", req.container_id, host, ips)
+        return build_result(self.req, wiring, wired)
+
+    async def delete(self) -> None:
+        req = self.req
+        host = host_ifname(req.container_id, req.ifname)
+        removed = await asyncio.to_thread(self.net.delete, host)
+        released = False
+        if self.store is not None:  # static mode has no store and allocated nothing
+            released = await self.store.release_pod_ip(self.node, req.container_id, req.ifname)
+        log.info(
+            "event=cni-del container=%s host_if=%s veth_removed=%s ip_released=%s",
+            *(req.container_id, host, removed, released),
+        )
+
+    async def check(self) -> None:
+        self.pool()
+        held = await self.held()
+        if not held:
+            raise CniError(
+                E_CHECK,
+                f"container {self.req.container_id} interface {self.req.ifname} holds no IP "
+                f"on node {self.node}",
+                "ADD was not run, or DEL released it",
+            )
+        wiring = self.wiring(tuple(held[f] for f in sorted(held)))
+        problems = await asyncio.to_thread(self.net.check, wiring)
+        prev = self.req.conf.prev_result
+        if prev is not None:
+            want = {f"{ip}/{ip.max_prefixlen}" for ip in held.values()}
+            got = {str(e.get("address")) for e in prev.get("ips", []) if isinstance(e, dict)}
+            if got != want:
+                problems.append(
+                    f"prevResult ips {sorted(got)} differ from allocation {sorted(want)}"
+                )
+        if problems:
+            raise CniError(E_CHECK, "pod network does not match", "; ".join(problems))
+
+
+async def _dispatch(req: Request, deps: Deps) -> dict[str, Any] | None:
+    try:
+        config = deps.load_config(req.conf.kroute_config)
+    except ConfigError as exc:
+        raise CniError(
+            E_CONFIG, f"kroute config {req.conf.kroute_config} is invalid", "; ".join(exc.errors)
+        ) from None
+    store = deps.make_store(config) if cluster_pool(config) is not None else None
+    try:
+        plugin = Plugin(req, config, store, deps.network())
+        if req.command == "ADD":
+            return await plugin.add()
+        if req.command == "DEL":
+            await plugin.delete()
+        else:
+            await plugin.check()
+        return None
+    finally:
+        if store is not None:
+            await store.close()
+
+
+def _as_cni_error(exc: Exception) -> CniError:
+    """Map kroute's exceptions onto CNI codes; the message is kept whole."""
+    if isinstance(exc, CniError):
+        return exc
+    if isinstance(exc, StoreCorruptError):
+        return CniError(E_IO, "IPAM store is corrupt", str(exc))
+    if isinstance(exc, StoreError):
+        return CniError(E_TRY_AGAIN, "IPAM store failed", str(exc))
+    if isinstance(exc, AllocationError):
+        return CniError(E_IPAM, "IPAM allocation failed", str(exc))
+    if isinstance(exc, KrouteError | OSError):
+        return CniError(E_DATAPATH, "pod network setup failed", str(exc))
+    return CniError(E_DATAPATH, f"unexpected {type(exc).__name__}", str(exc))
+
+
+def run(env: Mapping[str, str], stdin: str, deps: Deps | None = None) -> tuple[int, str]:
+    """One plugin invocation: (exit code, stdout text). Never raises."""
+    version = SPEC_VERSION
+    try:
+        req = parse_request(env, stdin)
+        version = req.conf.cni_version
+        if req.command == "VERSION":
+            return 0, json.dumps(version_result(req.conf))
+        result = asyncio.run(_dispatch(req, deps or real_deps()))
+        return 0, json.dumps(result) if result is not None else ""
+    except Exception as exc:
+        err = _as_cni_error(exc)
+        if not isinstance(exc, KrouteError | OSError):
+            log.exception("event=cni-unexpected-error")
+        log.error("event=cni-error code=%d msg=%s details=%s", err.code, err.msg, err.details)
+        return 1, json.dumps(err.to_json(version))
+
+
+def main() -> None:
+    import os
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="kroute-cni: %(message)s")
+    code, out = run(os.environ, sys.stdin.read())
+    if out:
+        sys.stdout.write(out + "\n")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
