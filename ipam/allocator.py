@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bgpd.documents import load_versioned
 from bgpd.errors import AllocationError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -140,13 +141,7 @@ class IpamState:
     @classmethod
     def from_json(cls, text: str) -> IpamState:
         """Parse and check a document; ValueError says what is wrong with it."""
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"not JSON ({e})") from None
-        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
-            version = doc.get("version") if isinstance(doc, dict) else None
-            raise ValueError(f"version is {version!r}, this kroute reads {STATE_VERSION}")
+        doc = load_versioned(text, STATE_VERSION)
         try:
             blocks = {
                 str(n): tuple(ipaddress.ip_network(b) for b in _list(bs))

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bgpd.documents import load_versioned
 from bgpd.errors import AllocationError
 from lbipam.pools import IPAddress, Network, Pool, Service, family_name, ip_sort_key
 from lbipam.pools import sharing_conflict as _why_not
@@ -60,13 +61,7 @@ class LbState:
     @classmethod
     def from_json(cls, text: str) -> LbState:
         """Parse and check a document; ValueError says what is wrong with it."""
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"not JSON ({e})") from None
-        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
-            version = doc.get("version") if isinstance(doc, dict) else None
-            raise ValueError(f"version is {version!r}, this kroute reads {STATE_VERSION}")
+        doc = load_versioned(text, STATE_VERSION)
         raw = doc.get("assignments", {})
         if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
             raise ValueError("assignments must map service keys to lists of addresses")
