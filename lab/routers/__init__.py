@@ -28,7 +28,6 @@ KINDS: dict[str, type[DaemonRouter]] = {
     "frr": FrrRouter,
     "gobgp": GobgpRouter,
 }
-KERNEL_ROUTES = ("bird", "frr")  # kinds whose upstream installs its routes in the kernel
 
 
 def make_router(
@@ -50,7 +49,6 @@ def make_router(
 
 
 __all__ = [
-    "KERNEL_ROUTES",
     "KINDS",
     "BirdRouter",
     "DaemonRouter",

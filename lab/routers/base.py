@@ -161,14 +161,15 @@ class DaemonRouter(ABC):
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def launch(self, argv: list[str], log: Path) -> Proc:
-        """Start one daemon in the router's namespace and record it before anything else."""
+    def launch(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+        """Start one daemon in the router's namespace and record it before anything else;
+        `env` adds to the daemon's environment (PATH only by default)."""
         with open(log, "a") as f:
             f.write(f"--- kroute lab: starting {argv[0]} at {time.ctime()} ---\n")
         proc = procs.start(
             [*net.nsenter(self.spec.netns), *argv],
             str(log),
-            {"PATH": _PATH},
+            {"PATH": _PATH, **(env or {})},
             str(self.spec.workdir),
         )
         self.procs.append(proc)

@@ -1,4 +1,4 @@
-"""GoBGP as an upstream or a route reflector, at the RIB level only.
+"""GoBGP as an upstream or a route reflector.
 
 `gobgpd -f gobgpd.toml --api-hosts unix://WORKDIR/gobgp.sock` runs in the namespace and
 `gobgp --target unix://...` queries it. Originated prefixes are added through the API
@@ -6,14 +6,17 @@ after start (gobgpd's config file has no networks section).
 
 GoBGP installs no kernel routes by itself and its `[zebra]` client (3.10) cannot talk to
 Debian's FRR 8.4 zebra: decoding zebra's interface messages panics gobgpd with every
-`software-name` it knows (frr8, frr8.1, frr8.2). So an upstream GoBGP learns, picks and
-advertises routes, but its namespace's kernel holds none of them: use BIRD or FRR as the
-upstream when traffic must flow through it.
+`software-name` it knows (frr8, frr8.1, frr8.2). So an upstream GoBGP also runs
+`lab.routers.gobgp_fib`, a FIB agent in its namespace that follows GoBGP's best
+(multi)paths and installs them as kernel routes (protocol 188, ECMP over every multipath
+next hop); it is started after gobgpd and stopped before it, by its recorded PID, and
+takes its routes with it. A reflector stays control plane only: it runs no agent.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from lab.routers.base import (
     RESTART_TIME,
     DaemonRouter,
     NeighborConf,
+    RouterError,
     RouterSpec,
     neighbor,
     sorted_communities,
@@ -109,7 +113,8 @@ def path_communities(path: dict[str, Any]) -> list[str]:
 
 
 def gobgp_best(rib: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """prefix -> next hop of the best path of `gobgp global rib -j` (GoBGP has no ECMP)."""
+    """prefix -> next hop of the best path of `gobgp global rib -j`, which marks one path
+    best even when multipath is on (the FIB agent installs every multipath next hop)."""
     found: dict[str, list[str]] = {}
     for prefix, paths in rib.items():
         for path in paths:
@@ -128,6 +133,10 @@ class GobgpRouter(DaemonRouter):
     def socket_path(self) -> Path:
         return self.spec.workdir / "gobgp.sock"
 
+    @property
+    def fib_log_path(self) -> Path:
+        return self.spec.workdir / "gobgp-fib.log"
+
     def _start(self) -> None:
         conf = self.spec.workdir / "gobgpd.toml"
         conf.write_text(render_gobgpd(self.spec))
@@ -138,6 +147,29 @@ class GobgpRouter(DaemonRouter):
         self.wait_ready(self._answers, f"gobgpd answering on {self.socket_path}")
         for prefix in self.spec.originate:
             self.gobgp(["global", "rib", "add", "-a", "ipv4", prefix], f"originating {prefix}")
+        if self.spec.role == "upstream":
+            self._start_fib(api)
+
+    def _start_fib(self, api: str) -> None:
+        """Start the FIB agent (see lab.routers.gobgp_fib) and wait for its first sync."""
+        ready = self.spec.workdir / "gobgp-fib.ready"
+        ready.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "lab.routers.gobgp_fib",
+            "--target",
+            api,
+            "--ready",
+            str(ready),
+        ]
+        root = str(Path(__file__).resolve().parents[2])  # where `lab` imports from
+        self.launch(argv, self.fib_log_path, {"PYTHONPATH": root, "PYTHONUNBUFFERED": "1"})
+        try:
+            self.wait_ready(ready.exists, "the FIB agent's first sync")
+        except RouterError as exc:
+            what = str(exc).splitlines()[0].removeprefix(f"{self}: ")
+            raise self.fail(what, self.fib_log_path) from None
 
     def _answers(self) -> bool:
         if not self.socket_path.exists():

@@ -1,9 +1,9 @@
 """The lab with an upstream router, as a user drives it: external host to every pod.
 
-`kroute lab up --upstream KIND` adds NAME-up (BIRD or FRR, AS 65000) and the external
-host NAME-ext behind it; kroute's nodes peer with the upstream (`bgp.peers`) and accept
-only the external subnet from it. GoBGP is left out: it installs no kernel routes here
-(see lab/routers/gobgp.py), so no packet could cross it.
+`kroute lab up --upstream KIND` adds NAME-up (BIRD, FRR or GoBGP, AS 65000) and the
+external host NAME-ext behind it; kroute's nodes peer with the upstream (`bgp.peers`) and
+accept only the external subnet from it. GoBGP's routes reach its kernel through the FIB
+agent it runs beside gobgpd (lab/routers/gobgp_fib.py).
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def ping_from(ns: str, targets: list[str]) -> list[str]:
     return failed
 
 
-@pytest.mark.parametrize(("kind", "reflectors"), [("bird", 0), ("frr", 0), ("bird", 1)])
+@pytest.mark.parametrize(
+    ("kind", "reflectors"), [("bird", 0), ("frr", 0), ("gobgp", 0), ("bird", 1)]
+)
 def test_external_host_reaches_every_pod_through_the_upstream(
     lab_name: str, kind: str, reflectors: int
 ) -> None:

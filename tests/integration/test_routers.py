@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from lab import net, procs
-from lab.routers import KERNEL_ROUTES, KINDS, DaemonRouter, NeighborConf, make_router
+from lab.routers import KINDS, DaemonRouter, GobgpRouter, NeighborConf, make_router
+from lab.routers.gobgp_fib import PROTO as GOBGP_FIB_PROTO
 
 pytestmark = [pytest.mark.netns, pytest.mark.peers]
 
@@ -74,6 +75,16 @@ def kernel_prefixes(ns: str) -> set[str]:
     return {r["dst"] for r in json.loads(out or "[]")}
 
 
+def kernel_hops(ns: str, prefix: str, proto: int) -> list[str] | None:
+    """The sorted next hops of the kernel route to `prefix` of protocol `proto`, or None."""
+    out = net.run(["ip", "-n", ns, "-j", "route", "show", "proto", str(proto)])
+    for route in json.loads(out or "[]"):
+        if route["dst"] == prefix:
+            hops = [route.get("gateway")] + [h.get("gateway") for h in route.get("nexthops", [])]
+            return sorted(h for h in hops if h)
+    return None
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -120,14 +131,66 @@ def test_two_routers_exchange_routes_over_md5(
     assert up.as_path(POD) == [64512]
     assert up.communities(POD) == []
     assert node.neighbor_state(ip_of(1)) == "established"
-    if kind in KERNEL_ROUTES:
-        wait_for(lambda: POD in kernel_prefixes(up_ns), 10, f"{POD} in {kind}'s kernel")
+    wait_for(lambda: POD in kernel_prefixes(up_ns), 10, f"{POD} in {kind}'s kernel")
     up.stop()
     node.stop()
     assert net.netns_pids(up_ns) == [] and net.netns_pids(node_ns) == []
-    if kind in KERNEL_ROUTES:
-        assert POD not in kernel_prefixes(up_ns), "the daemon's kernel routes go with it"
+    assert POD not in kernel_prefixes(up_ns), "the daemon's kernel routes go with it"
     up.stop()  # idempotent
+
+
+def test_gobgp_upstream_installs_its_multipaths_and_withdrawals_in_the_kernel(
+    lan: Lan, routers: list[DaemonRouter], tmp_path: Path
+) -> None:
+    up_ns, *node_ns = lan(3)
+    up = make_router(
+        "gobgp",
+        netns=up_ns,
+        workdir=tmp_path / "up",
+        router_id=ip_of(1),
+        asn=65000,
+        neighbors=[NeighborConf(ip_of(i), 64512) for i in (2, 3)],
+        role="upstream",
+        originate=[EXT],
+    )
+    nodes = [  # GoBGP withdraws on request (`global rib del`), its sessions staying up
+        GobgpRouter(
+            ns,
+            tmp_path / f"n{i}",
+            ip_of(i),
+            64512,
+            [NeighborConf(ip_of(1), 65000)],
+            "upstream",
+            [POD],
+        )
+        for i, ns in zip((2, 3), node_ns, strict=True)
+    ]
+    routers += [up, *nodes]
+    for router in routers:
+        router.start()
+    assert len(up.procs) == 2, "gobgpd and its FIB agent"
+    up.wait_established([ip_of(2), ip_of(3)], 30)
+
+    def hops() -> list[str] | None:
+        return kernel_hops(up_ns, POD, GOBGP_FIB_PROTO)
+
+    wait_for(lambda: hops() == [ip_of(2), ip_of(3)], 15, f"{POD} as ECMP in the kernel")
+    assert kernel_hops(up_ns, EXT, GOBGP_FIB_PROTO) is None, "originated here: not installed"
+    nodes[0].gobgp(["global", "rib", "del", "-a", "ipv4", POD], "withdrawing")
+    wait_for(lambda: hops() == [ip_of(3)], 10, f"{POD} via the remaining path only")
+    nodes[0].gobgp(["global", "rib", "add", "-a", "ipv4", POD], "announcing again")
+    wait_for(lambda: hops() == [ip_of(2), ip_of(3)], 10, f"{POD} as ECMP again")
+    for node in nodes:
+        node.gobgp(["global", "rib", "del", "-a", "ipv4", POD], "withdrawing")
+    wait_for(lambda: hops() is None, 10, f"{POD} gone from the kernel")
+    assert POD not in up.routes()
+
+    nodes[1].gobgp(["global", "rib", "add", "-a", "ipv4", POD], "announcing again")
+    wait_for(lambda: hops() == [ip_of(3)], 10, f"{POD} back in the kernel")
+    agent = up.procs[1]
+    up.stop()
+    assert not procs.is_alive(agent) and net.netns_pids(up_ns) == []
+    assert kernel_hops(up_ns, POD, GOBGP_FIB_PROTO) is None, "the agent takes its routes along"
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
