@@ -1,0 +1,221 @@
+"""Values, the pure diff and the interface of kroute's eBPF forwarding maps (no bcc here).
+
+`datapath.loader.BpfDatapath` is the real implementation (bcc, pinned maps, tc); the
+in-memory `FakeBpfDatapath` stands in for it in unit tests. The daemon computes the desired
+`LocalPod`s and `RemoteRoute`s (pure functions) and hands them to `sync_local_pods` and
+`sync_remote_routes`, which change only what differs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "forwarded_local",
+    "forwarded_remote",
+    "to_stack",
+    "to_stack_ttl",
+    "arp_replies",
+    "dropped_malformed",
+    "dropped_redirect",
+    "dropped_csum",
+)
+"""Counter slots of `forward.c`, in slot order (enum CNT_*)."""
+
+PROGRAMS: tuple[str, ...] = ("from_pod", "from_netdev")
+"""tc programs of `forward.c`: `from_pod` on pod veths (host side), `from_netdev` on the
+underlay device; both on ingress."""
+
+
+def _mac(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b"\0" * 6
+    if isinstance(value, bytes):
+        raw = value
+    else:
+        raw = bytes.fromhex(value.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"MAC address {value!r} must have 6 bytes (aa:bb:cc:dd:ee:ff)")
+    return raw
+
+
+def mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPod:
+    """A pod on this node: its IPv4 address and the host side of its veth.
+
+    `host_mac` is the MAC of that host-side veth (the loader reads it from the kernel when
+    not given): frames into the pod come from it and ARP requests from the pod are answered
+    with it. `pod_mac` is the pod's eth0 MAC when known (frames into the pod are addressed
+    to it), else all zero and the destination MAC is left as it was.
+    """
+
+    ip: ipaddress.IPv4Address
+    ifindex: int
+    host_mac: bytes = b"\0" * 6
+    pod_mac: bytes = b"\0" * 6
+
+    @classmethod
+    def of(
+        cls,
+        ip: str | ipaddress.IPv4Address,
+        ifindex: int,
+        host_mac: str | bytes | None = None,
+        pod_mac: str | bytes | None = None,
+    ) -> LocalPod:
+        addr = ipaddress.IPv4Address(ip)
+        if ifindex <= 0:
+            raise ValueError(f"local pod {addr}: ifindex {ifindex} must be positive")
+        return cls(addr, ifindex, _mac(host_mac), _mac(pod_mac))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRoute:
+    """A remote pod CIDR: out of underlay device `ifindex` towards `next_hop` (None: the
+    kernel's FIB picks the neighbour, as for an on-link destination)."""
+
+    prefix: ipaddress.IPv4Network
+    ifindex: int
+    next_hop: ipaddress.IPv4Address | None = None
+
+    @classmethod
+    def of(
+        cls,
+        prefix: str | ipaddress.IPv4Network,
+        ifindex: int,
+        next_hop: str | ipaddress.IPv4Address | None = None,
+    ) -> RemoteRoute:
+        net = ipaddress.IPv4Network(prefix)
+        if ifindex <= 0:
+            raise ValueError(f"remote route {net}: ifindex {ifindex} must be positive")
+        nh = None if next_hop is None else ipaddress.IPv4Address(next_hop)
+        if nh is not None and (nh.is_unspecified or nh.is_multicast):
+            raise ValueError(f"remote route {net}: next hop {nh} is not a usable gateway")
+        return cls(net, ifindex, nh)
+
+
+@dataclass(frozen=True, slots=True)
+class MapChanges:
+    """What a sync changed: keys written (added or changed) and keys removed."""
+
+    upserted: int = 0
+    deleted: int = 0
+
+
+def diff_entries(desired: Mapping[K, V], actual: Mapping[K, V]) -> tuple[list[V], list[K]]:
+    """(values to write, keys to delete) turning `actual` into `desired`."""
+    upserts = [v for k, v in desired.items() if actual.get(k) != v]
+    deletes = [k for k in actual if k not in desired]
+    return upserts, deletes
+
+
+class Datapath(Protocol):
+    """The narrow interface to the eBPF forwarding datapath of one node."""
+
+    def attach(self, ifname: str, program: str) -> None: ...
+    def detach(self, ifname: str) -> bool: ...
+    def set_local_pod(
+        self, ip: str | ipaddress.IPv4Address, ifindex: int | str, pod_mac: str | None = None
+    ) -> LocalPod: ...
+    def del_local_pod(self, ip: str | ipaddress.IPv4Address) -> bool: ...
+    def local_pods(self) -> dict[ipaddress.IPv4Address, LocalPod]: ...
+    def set_remote_route(
+        self,
+        prefix: str | ipaddress.IPv4Network,
+        ifindex: int | str,
+        next_hop: str | ipaddress.IPv4Address | None = None,
+    ) -> RemoteRoute: ...
+    def del_remote_route(self, prefix: str | ipaddress.IPv4Network) -> bool: ...
+    def remote_routes(self) -> dict[ipaddress.IPv4Network, RemoteRoute]: ...
+    def sync_remote_routes(
+        self, desired: Mapping[ipaddress.IPv4Network, RemoteRoute]
+    ) -> MapChanges: ...
+    def sync_local_pods(self, desired: Mapping[ipaddress.IPv4Address, LocalPod]) -> MapChanges: ...
+    def counters(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class FakeBpfDatapath:
+    """In-memory `Datapath` for unit tests: interfaces are names, ifindexes are given ints
+    (a name resolves through `ifindexes`)."""
+
+    ifindexes: dict[str, int] = field(default_factory=dict)
+    attached: dict[str, str] = field(default_factory=dict)
+    pods: dict[ipaddress.IPv4Address, LocalPod] = field(default_factory=dict)
+    routes: dict[ipaddress.IPv4Network, RemoteRoute] = field(default_factory=dict)
+    counter_values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_NAMES, 0))
+    closed: bool = False
+
+    def _index(self, dev: int | str) -> int:
+        return dev if isinstance(dev, int) else self.ifindexes[dev]
+
+    def attach(self, ifname: str, program: str) -> None:
+        if program not in PROGRAMS:
+            raise ValueError(f"program {program!r} is not one of {', '.join(PROGRAMS)}")
+        self.attached[ifname] = program
+
+    def detach(self, ifname: str) -> bool:
+        return self.attached.pop(ifname, None) is not None
+
+    def set_local_pod(
+        self, ip: str | ipaddress.IPv4Address, ifindex: int | str, pod_mac: str | None = None
+    ) -> LocalPod:
+        pod = LocalPod.of(ip, self._index(ifindex), None, pod_mac)
+        self.pods[pod.ip] = pod
+        return pod
+
+    def del_local_pod(self, ip: str | ipaddress.IPv4Address) -> bool:
+        return self.pods.pop(ipaddress.IPv4Address(ip), None) is not None
+
+    def local_pods(self) -> dict[ipaddress.IPv4Address, LocalPod]:
+        return dict(self.pods)
+
+    def set_remote_route(
+        self,
+        prefix: str | ipaddress.IPv4Network,
+        ifindex: int | str,
+        next_hop: str | ipaddress.IPv4Address | None = None,
+    ) -> RemoteRoute:
+        route = RemoteRoute.of(prefix, self._index(ifindex), next_hop)
+        self.routes[route.prefix] = route
+        return route
+
+    def del_remote_route(self, prefix: str | ipaddress.IPv4Network) -> bool:
+        return self.routes.pop(ipaddress.IPv4Network(prefix), None) is not None
+
+    def remote_routes(self) -> dict[ipaddress.IPv4Network, RemoteRoute]:
+        return dict(self.routes)
+
+    def sync_remote_routes(
+        self, desired: Mapping[ipaddress.IPv4Network, RemoteRoute]
+    ) -> MapChanges:
+        upserts, deletes = diff_entries(desired, self.routes)
+        for r in upserts:
+            self.routes[r.prefix] = r
+        for p in deletes:
+            del self.routes[p]
+        return MapChanges(len(upserts), len(deletes))
+
+    def sync_local_pods(self, desired: Mapping[ipaddress.IPv4Address, LocalPod]) -> MapChanges:
+        upserts, deletes = diff_entries(desired, self.pods)
+        for p in upserts:
+            self.pods[p.ip] = p
+        for ip in deletes:
+            del self.pods[ip]
+        return MapChanges(len(upserts), len(deletes))
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.counter_values)
+
+    def close(self) -> None:
+        self.closed = True

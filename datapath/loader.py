@@ -1,0 +1,511 @@
+"""The eBPF forwarding datapath: compile `bpf/forward.c` with bcc, pin its maps, attach its
+tc programs with pyroute2, and read and write its maps.
+
+    dp = BpfDatapath()                      # compiles once; pins under /sys/fs/bpf/kroute
+    dp.attach("eth0", "from_netdev")        # underlay device
+    dp.attach("cali1234", "from_pod")       # host side of a pod veth
+    dp.set_local_pod("10.244.1.5", "cali1234")
+    dp.sync_remote_routes({p: RemoteRoute.of(p, "eth0", "192.168.1.12")})
+    dp.counters()                           # {"forwarded_local": 12, ...}
+
+Everything happens in the network namespace the object was made for (`netns=None`: the
+caller's, as for the daemon that runs inside the node's namespace); ifindexes and
+interface names are that namespace's. Pins live on bpffs, which network namespaces do not
+split (`ip netns exec` remounts /sys and hides them: use `nsenter --net=`).
+
+Restarts: the maps are pinned and a new process reuses them (bcc's pinned tables open
+an existing pin instead of creating a map), so entries survive. Attached programs belong
+to the kernel, not to the process: closing or losing a `BpfDatapath` leaves them in place
+and forwarding; `attach` replaces the program of ours already on an interface (one
+filter, atomically), and only `detach` removes it. A pinned map whose shape differs from
+what this `forward.c` expects is refused with the path to remove.
+
+Blocking (netlink, bpf syscalls, a 0.2-0.9 s compile in the constructor): the daemon calls
+it from an executor thread. Map operations are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import shutil
+import struct
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bgpd.errors import DatapathError
+from datapath.bpf_maps import (
+    COUNTER_NAMES,
+    PROGRAMS,
+    LocalPod,
+    MapChanges,
+    RemoteRoute,
+    diff_entries,
+    mac_str,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/kroute"
+SOURCE = Path(__file__).with_name("bpf") / "forward.c"
+TC_PRIO = 1
+"""tc filter priority (`pref`) and handle of kroute's filters: one per interface and hook."""
+TC_HANDLE = 1
+FILTER_PREFIX = "kroute_"
+"""tc filter names (`TCA_BPF_NAME`) of kroute's programs: kroute_from_pod, kroute_from_netdev."""
+INGRESS = 0xFFFFFFF2  # clsact ingress (ffff:fff2)
+MAX_LOCAL_PODS = 4096
+MAX_REMOTE_ROUTES = 16384
+
+# (map type, key size, value size) each pinned map must have; see forward.c.
+_BPF_MAP_TYPE_HASH, _BPF_MAP_TYPE_PERCPU_ARRAY, _BPF_MAP_TYPE_LPM_TRIE = 1, 6, 11
+MAP_SHAPES: dict[str, tuple[int, int, int]] = {
+    "local_pods": (_BPF_MAP_TYPE_HASH, 4, 20),
+    "remote_routes": (_BPF_MAP_TYPE_LPM_TRIE, 8, 8),
+    "counters": (_BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
+}
+
+
+def _u32(addr: ipaddress.IPv4Address) -> int:
+    """An IPv4 address as the u32 the program compares (network byte order in memory)."""
+    return int(struct.unpack("=I", addr.packed)[0])
+
+
+def _addr(value: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(struct.pack("=I", value & 0xFFFFFFFF))
+
+
+def _fs_type(path: str) -> str | None:
+    """The filesystem type of the mount holding `path` (from /proc/self/mountinfo)."""
+    best, fstype = "", None
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mount_point = left.split()[4]
+            inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):
+                best, fstype = mount_point, right.split()[0]
+    return fstype
+
+
+def _pinned_shape(path: str) -> tuple[int, int, int, int] | None:
+    """(type, key size, value size, max entries) of the map pinned at `path`, or None."""
+    if not os.path.exists(path):
+        return None
+    lib = ctypes.CDLL("libbcc.so.0", use_errno=True)
+    lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+    fd = lib.bpf_obj_get(path.encode())
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise DatapathError(
+            f"bpffs pin {path} exists but cannot be opened ({os.strerror(err)}); "
+            "remove it if it is not a map kroute pinned"
+        )
+    try:
+        info: dict[str, int] = {}
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("map_type", "key_size", "value_size", "max_entries"):
+                    info[key] = int(value.strip())
+    finally:
+        os.close(fd)
+    if "map_type" not in info:
+        raise DatapathError(f"bpffs pin {path} is not a map; remove it")
+    return info["map_type"], info["key_size"], info["value_size"], info["max_entries"]
+
+
+def check_pins(pin_dir: str) -> None:
+    """Refuse pinned maps of another shape than `forward.c`'s (a stale kroute's layout)."""
+    for name, shape in MAP_SHAPES.items():
+        path = os.path.join(pin_dir, name)
+        found = _pinned_shape(path)
+        if found is None:
+            continue
+        if found[:3] != shape or (name == "counters" and found[3] != len(COUNTER_NAMES)):
+            raise DatapathError(
+                f"pinned map {path} has (type, key size, value size, entries) {found}, "
+                f"this kroute expects {(*shape, '...')}; it was made by another kroute "
+                f"version: remove it (`rm {path}`) and restart kroute, which refills it"
+            )
+
+
+def remove_pins(pin_dir: str = DEFAULT_PIN_DIR) -> bool:
+    """Remove kroute's pinned maps and their directory (programs still attached keep their
+    own references to the maps until detached). True if the directory existed."""
+    if not os.path.isdir(pin_dir):
+        return False
+    shutil.rmtree(pin_dir)
+    return True
+
+
+_compile_lock = threading.Lock()
+_compiled: dict[tuple[str, int, int], Any] = {}
+
+
+def _compile(pin_dir: str, max_local_pods: int, max_remote_routes: int) -> Any:
+    """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared."""
+    key = (pin_dir, max_local_pods, max_remote_routes)
+    with _compile_lock:
+        if key in _compiled:
+            return _compiled[key]
+        try:
+            from bcc import BPF  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise DatapathError(
+                f"cannot import bcc ({exc}); install python3-bpfcc and make it importable "
+                "in the venv (scripts/setup does)"
+            ) from None
+        if _fs_type(pin_dir) != "bpf":
+            raise DatapathError(
+                f"pin directory {pin_dir} is not on bpffs; mount it "
+                "(`mount -t bpf bpf /sys/fs/bpf`) or choose a directory under it"
+            )
+        os.makedirs(pin_dir, exist_ok=True)
+        check_pins(pin_dir)
+        cflags = [
+            f'-DPIN_DIR="{pin_dir}"',
+            f"-DMAX_LOCAL_PODS={max_local_pods}",
+            f"-DMAX_REMOTE_ROUTES={max_remote_routes}",
+        ]
+        try:
+            bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+        except Exception as exc:
+            hint = ""
+            release = os.uname().release
+            if not os.path.exists(f"/lib/modules/{release}/build/include/linux/kconfig.h") and (
+                not os.path.exists(f"/lib/modules/{release}/source/include/linux/kconfig.h")
+            ):
+                hint = (
+                    f"; kernel headers are incomplete: link Debian's linux-headers-*-common "
+                    f"as /lib/modules/{release}/source (and -amd64 as .../build)"
+                )
+            raise DatapathError(f"compiling {SOURCE} failed: {exc}{hint}") from None
+        _compiled[key] = bpf
+        return bpf
+
+
+class BpfDatapath:
+    """kroute's forwarding programs and maps in one network namespace (see module doc)."""
+
+    def __init__(
+        self,
+        pin_dir: str = DEFAULT_PIN_DIR,
+        *,
+        netns: str | None = None,
+        max_local_pods: int = MAX_LOCAL_PODS,
+        max_remote_routes: int = MAX_REMOTE_ROUTES,
+    ) -> None:
+        from pyroute2 import IPRoute
+
+        self.pin_dir = pin_dir.rstrip("/")
+        self.netns = netns
+        self._bpf = _compile(self.pin_dir, max_local_pods, max_remote_routes)
+        self._progs = {
+            name: self._bpf.load_func(name.encode(), self._bpf.SCHED_CLS) for name in PROGRAMS
+        }
+        self._pods = self._bpf[b"local_pods"]
+        self._routes = self._bpf[b"remote_routes"]
+        self._counters = self._bpf[b"counters"]
+        self._lock = threading.Lock()
+        try:
+            self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        except Exception as exc:
+            raise DatapathError(f"cannot open netlink in namespace {netns!r}: {exc}") from None
+        log.info("bpf datapath ready pin_dir=%s netns=%s", self.pin_dir, netns or "-")
+
+    # -- interfaces --------------------------------------------------------------------
+
+    def ifindex(self, dev: int | str) -> int:
+        """The ifindex of interface `dev` (a name, or an ifindex that must exist)."""
+        if isinstance(dev, int):
+            if not self._ipr.get_links(dev):
+                raise DatapathError(f"no interface with ifindex {dev} in namespace {self._ns}")
+            return dev
+        found = self._ipr.link_lookup(ifname=dev)
+        if not found:
+            raise DatapathError(f"interface {dev!r} not found in namespace {self._ns}")
+        return int(found[0])
+
+    def mac(self, dev: int | str) -> bytes:
+        links = self._ipr.get_links(self.ifindex(dev))
+        addr = links[0].get_attr("IFLA_ADDRESS") if links else None
+        if not addr:
+            raise DatapathError(f"interface {dev!r} has no MAC address; pods need a veth")
+        return bytes.fromhex(addr.replace(":", ""))
+
+    @property
+    def _ns(self) -> str:
+        return self.netns or "(current)"
+
+    def _filters(self, index: int) -> list[tuple[int, int, str]]:
+        """(prio, handle, name) of each bpf filter on the ingress hook of `index`."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            msgs = self._ipr.get_filters(index, parent=INGRESS)
+        except NetlinkError as exc:
+            if exc.code in (errno.EINVAL, errno.ENOENT):  # no clsact yet
+                return []
+            raise
+        out = []
+        for m in msgs:
+            if m.get_attr("TCA_KIND") != "bpf" or not m["handle"]:
+                continue
+            opts = m.get_attr("TCA_OPTIONS")
+            name = opts.get_attr("TCA_BPF_NAME") if opts else None
+            out.append((m["info"] >> 16, m["handle"], name or ""))
+        return out
+
+    def attach(self, ifname: str | int, program: str) -> None:
+        """Run `program` ("from_pod" or "from_netdev") on the ingress of `ifname`,
+        replacing a kroute program already there (never a second filter)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        if program not in PROGRAMS:
+            raise DatapathError(f"program {program!r} is not one of {', '.join(PROGRAMS)}")
+        index = self.ifindex(ifname)
+        name = FILTER_PREFIX + program
+        try:
+            try:
+                self._ipr.tc("add", "clsact", index)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            for prio, handle, fname in self._filters(index):
+                ours = fname.startswith(FILTER_PREFIX)
+                if (prio, handle) == (TC_PRIO, TC_HANDLE) and not ours:
+                    raise DatapathError(
+                        f"interface {ifname}: tc ingress filter pref {prio} handle {handle} "
+                        f"is {fname!r}, not kroute's; remove it (`tc filter del dev {ifname} "
+                        f"ingress pref {prio}`) to let kroute attach"
+                    )
+            self._ipr.tc(
+                "replace-filter",
+                "bpf",
+                index,
+                TC_HANDLE,
+                parent=INGRESS,
+                prio=TC_PRIO,
+                fd=self._progs[program].fd,
+                name=name,
+                direct_action=True,
+            )
+            # A kroute filter left at another pref/handle (an older layout) would run too.
+            for prio, handle, fname in self._filters(index):
+                if fname.startswith(FILTER_PREFIX) and (prio, handle) != (TC_PRIO, TC_HANDLE):
+                    self._del_filter(index, prio, handle)
+        except NetlinkError as exc:
+            raise DatapathError(
+                f"interface {ifname}: attaching {program} failed: {exc}; is it up and "
+                "does the kernel have clsact (sch_ingress)?"
+            ) from None
+        log.info("bpf attached ifname=%s program=%s", ifname, program)
+
+    def _del_filter(self, index: int, prio: int, handle: int) -> None:
+        self._ipr.tc("del-filter", "bpf", index, handle, parent=INGRESS, prio=prio)
+
+    def detach(self, ifname: str | int) -> bool:
+        """Remove kroute's program(s) from the ingress of `ifname`; True if any was there.
+        The clsact qdisc stays (other programs may use it); a missing interface is fine."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            index = self.ifindex(ifname)
+        except DatapathError:
+            return False
+        removed = False
+        try:
+            for prio, handle, fname in self._filters(index):
+                if fname.startswith(FILTER_PREFIX):
+                    self._del_filter(index, prio, handle)
+                    removed = True
+        except NetlinkError as exc:
+            raise DatapathError(f"interface {ifname}: detaching failed: {exc}") from None
+        if removed:
+            log.info("bpf detached ifname=%s", ifname)
+        return removed
+
+    def attached(self) -> dict[str, str]:
+        """{interface name: program} for every interface carrying a kroute program."""
+        out: dict[str, str] = {}
+        for link in self._ipr.get_links():
+            for _, _, fname in self._filters(link["index"]):
+                if fname.startswith(FILTER_PREFIX):
+                    out[link.get_attr("IFLA_IFNAME")] = fname[len(FILTER_PREFIX) :]
+        return out
+
+    # -- local pods --------------------------------------------------------------------
+
+    def _pod_leaf(self, pod: LocalPod) -> Any:
+        leaf = self._pods.Leaf()
+        leaf.ifindex = pod.ifindex
+        leaf.flags = 0
+        ctypes.memmove(leaf.host_mac, pod.host_mac, 6)
+        ctypes.memmove(leaf.pod_mac, pod.pod_mac, 6)
+        return leaf
+
+    def _write_pod(self, pod: LocalPod) -> None:
+        try:
+            self._pods[self._pods.Key(_u32(pod.ip))] = self._pod_leaf(pod)
+        except Exception as exc:
+            raise DatapathError(
+                f"local pod {pod.ip}: map update failed ({exc}); the map holds at most "
+                f"{self._pods.max_entries} pods"
+            ) from None
+
+    def local_pod(
+        self,
+        ip: str | ipaddress.IPv4Address,
+        ifindex: int | str,
+        pod_mac: str | bytes | None = None,
+    ) -> LocalPod:
+        """The `LocalPod` value for `ip` behind host veth `ifindex` (its MAC read here)."""
+        index = self.ifindex(ifindex)
+        return LocalPod.of(ip, index, self.mac(index), pod_mac)
+
+    def set_local_pod(
+        self,
+        ip: str | ipaddress.IPv4Address,
+        ifindex: int | str,
+        pod_mac: str | bytes | None = None,
+    ) -> LocalPod:
+        """Send traffic for pod `ip` (from pods and from the underlay) into host veth
+        `ifindex` (an ifindex or a name); add or replace."""
+        pod = self.local_pod(ip, ifindex, pod_mac)
+        with self._lock:
+            self._write_pod(pod)
+        return pod
+
+    def del_local_pod(self, ip: str | ipaddress.IPv4Address) -> bool:
+        with self._lock:
+            try:
+                del self._pods[self._pods.Key(_u32(ipaddress.IPv4Address(ip)))]
+            except KeyError:
+                return False
+            return True
+
+    def local_pods(self) -> dict[ipaddress.IPv4Address, LocalPod]:
+        out = {}
+        for k, v in self._pods.items():
+            ip = _addr(k.value)
+            out[ip] = LocalPod(ip, int(v.ifindex), bytes(v.host_mac), bytes(v.pod_mac))
+        return out
+
+    def sync_local_pods(self, desired: Mapping[ipaddress.IPv4Address, LocalPod]) -> MapChanges:
+        """Make `local_pods` hold exactly `desired` (build values with `local_pod()`)."""
+        with self._lock:
+            upserts, deletes = diff_entries(desired, self.local_pods())
+            for pod in upserts:
+                self._write_pod(pod)
+            for ip in deletes:
+                del self._pods[self._pods.Key(_u32(ip))]
+        return MapChanges(len(upserts), len(deletes))
+
+    # -- remote routes -----------------------------------------------------------------
+
+    def _route_key(self, prefix: ipaddress.IPv4Network) -> Any:
+        key = self._routes.Key()
+        key.prefixlen = prefix.prefixlen
+        key.addr = _u32(prefix.network_address)
+        return key
+
+    def _write_route(self, route: RemoteRoute) -> None:
+        leaf = self._routes.Leaf()
+        leaf.ifindex = route.ifindex
+        leaf.nexthop = _u32(route.next_hop) if route.next_hop else 0
+        try:
+            self._routes[self._route_key(route.prefix)] = leaf
+        except Exception as exc:
+            raise DatapathError(
+                f"remote route {route.prefix}: map update failed ({exc}); the map holds at "
+                f"most {self._routes.max_entries} routes"
+            ) from None
+
+    def set_remote_route(
+        self,
+        prefix: str | ipaddress.IPv4Network,
+        ifindex: int | str,
+        next_hop: str | ipaddress.IPv4Address | None = None,
+    ) -> RemoteRoute:
+        """Send traffic from pods to `prefix` out of `ifindex` (underlay device, index or
+        name) towards `next_hop` (None: the kernel's FIB picks it); add or replace."""
+        route = RemoteRoute.of(prefix, self.ifindex(ifindex), next_hop)
+        with self._lock:
+            self._write_route(route)
+        return route
+
+    def del_remote_route(self, prefix: str | ipaddress.IPv4Network) -> bool:
+        with self._lock:
+            try:
+                del self._routes[self._route_key(ipaddress.IPv4Network(prefix))]
+            except KeyError:
+                return False
+            return True
+
+    def remote_routes(self) -> dict[ipaddress.IPv4Network, RemoteRoute]:
+        out = {}
+        for k, v in self._routes.items():
+            net = ipaddress.IPv4Network((_addr(k.addr), k.prefixlen))
+            nh = _addr(v.nexthop) if v.nexthop else None
+            out[net] = RemoteRoute(net, int(v.ifindex), nh)
+        return out
+
+    def sync_remote_routes(
+        self,
+        desired: Mapping[Any, RemoteRoute | tuple[int | str, Any]],
+    ) -> MapChanges:
+        """Make `remote_routes` hold exactly `desired`: {prefix: RemoteRoute} or
+        {prefix: (ifindex or name, next hop or None)}. Only differences are written."""
+        want: dict[ipaddress.IPv4Network, RemoteRoute] = {}
+        for prefix, value in desired.items():
+            net = ipaddress.IPv4Network(prefix)
+            if isinstance(value, RemoteRoute):
+                want[net] = value
+            else:
+                dev, nh = value
+                want[net] = RemoteRoute.of(net, self.ifindex(dev), nh)
+        with self._lock:
+            upserts, deletes = diff_entries(want, self.remote_routes())
+            for route in upserts:
+                self._write_route(route)
+            for net in deletes:
+                del self._routes[self._route_key(net)]
+        if upserts or deletes:
+            log.info("bpf remote routes synced upserted=%d deleted=%d", len(upserts), len(deletes))
+        return MapChanges(len(upserts), len(deletes))
+
+    # -- counters ----------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Packets per outcome since the maps were first pinned, summed over CPUs."""
+        out = {}
+        for slot, name in enumerate(COUNTER_NAMES):
+            out[name] = int(sum(self._counters.getvalue(self._counters.Key(slot))))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able view for status output."""
+        return {
+            "pinDir": self.pin_dir,
+            "attached": self.attached(),
+            "localPods": {
+                str(ip): {"ifindex": p.ifindex, "hostMac": mac_str(p.host_mac)}
+                for ip, p in self.local_pods().items()
+            },
+            "remoteRoutes": {
+                str(n): {"ifindex": r.ifindex, "nextHop": str(r.next_hop or "")}
+                for n, r in self.remote_routes().items()
+            },
+            "counters": self.counters(),
+        }
+
+    def close(self) -> None:
+        """Close netlink. Programs stay attached and maps stay pinned (see module doc)."""
+        self._ipr.close()
