@@ -34,6 +34,7 @@ bench: setup
 	$(VENV)/python bench/route_install.py
 	$(VENV)/python bench/convergence.py
 	$(VENV)/python bench/ipam.py
+	$(VENV)/python bench/lbipam.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache *.egg-info

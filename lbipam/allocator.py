@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -236,7 +237,7 @@ def allocate(
     ordered = sorted(pools, key=Pool.order)
     svcs = sorted(services, key=lambda s: (s.namespace, s.name))
     for what, names in (("pool", [p.name for p in ordered]), ("service", [s.key for s in svcs])):
-        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        dup = next((n for n, count in Counter(names).items() if count > 1), None)
         if dup is not None:
             raise AllocationError(f"{what} {dup} is given twice; pass each once")
     book = _Book(ordered, in_use)
