@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import sys
@@ -28,12 +27,6 @@ def kroute(
             f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
         )
     return done
-
-
-@pytest.fixture(autouse=True)
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root for network namespaces")
 
 
 @pytest.fixture

@@ -17,18 +17,9 @@ import pytest
 from bgpd.errors import DatapathError
 from tests.bpf_fixtures import PYTHON, Topology, nsenter, run, topology
 
-try:
-    import bcc  # type: ignore[import-untyped]  # noqa: F401
-
-    HAVE_BCC = True
-except ImportError:
-    HAVE_BCC = False
-
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.bpf,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and bpf"),
-    pytest.mark.skipif(not HAVE_BCC, reason="bcc (python3-bpfcc) not importable"),
 ]
 
 

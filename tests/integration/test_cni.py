@@ -25,7 +25,6 @@ from tests.netns_fixtures import add_link, ip, netns
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 
 KROUTE_CNI = Path(sys.executable).with_name("kroute-cni")

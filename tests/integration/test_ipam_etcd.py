@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,6 @@ from tests.etcd_fixtures import EtcdServer, etcd_server, free_port
 
 pytestmark = [
     pytest.mark.etcd,
-    pytest.mark.skipif(shutil.which("etcd") is None, reason="needs Debian's etcd-server"),
 ]
 
 WORKER = Path(__file__).resolve().parent.parent / "etcd_ipam_worker.py"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,6 @@ from tests.netns_fixtures import add_link, ip, netns
 
 pytestmark = [
     pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 
 GW1, GW2, GW3 = "10.99.0.2", "10.99.0.3", "10.99.0.4"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import aetcd
@@ -15,7 +14,6 @@ import pytest
 from bgpd.membership import EtcdMembership, FakeCluster, FakeMembership, Member
 from tests.etcd_fixtures import EtcdServer, etcd_server
 
-has_etcd = pytest.mark.skipif(shutil.which("etcd") is None, reason="needs Debian's etcd-server")
 N1 = Member("n1", "10.0.0.1", "10.0.0.1", 65000, ("10.244.1.0/24",))
 N2 = Member("n2", "10.0.0.2", "10.0.0.2", 65000, ("10.244.2.0/24", "fd00:2::/64"))
 N3 = Member("n3", "10.0.0.3", "10.0.0.3", 65000)
@@ -82,7 +80,7 @@ async def test_fake_membership_same_api() -> None:
 
 
 @pytest.mark.etcd
-@has_etcd
+@pytest.mark.etcd
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 async def test_registrations_seen_and_deregister_removes(tls: bool) -> None:
     with etcd_server(tls=tls) as server:
@@ -104,7 +102,7 @@ async def test_registrations_seen_and_deregister_removes(tls: bool) -> None:
 
 
 @pytest.mark.etcd
-@has_etcd
+@pytest.mark.etcd
 async def test_member_without_keepalive_disappears_after_ttl(etcd: EtcdServer) -> None:
     alive, dying, watcher = membership(etcd), membership(etcd, ttl=2), membership(etcd)
     seen = Seen(watcher.watch())
@@ -124,7 +122,7 @@ async def test_member_without_keepalive_disappears_after_ttl(etcd: EtcdServer) -
 
 
 @pytest.mark.etcd
-@has_etcd
+@pytest.mark.etcd
 async def test_lost_lease_is_registered_again(etcd: EtcdServer) -> None:
     node, watcher = membership(etcd), membership(etcd)
     seen = Seen(watcher.watch())
@@ -146,7 +144,7 @@ async def test_lost_lease_is_registered_again(etcd: EtcdServer) -> None:
 
 
 @pytest.mark.etcd
-@has_etcd
+@pytest.mark.etcd
 async def test_watch_survives_etcd_restart(etcd: EtcdServer) -> None:
     first, later, watcher = membership(etcd), membership(etcd), membership(etcd)
     seen = Seen(watcher.watch())
@@ -173,7 +171,7 @@ async def test_watch_survives_etcd_restart(etcd: EtcdServer) -> None:
 
 
 @pytest.mark.etcd
-@has_etcd
+@pytest.mark.etcd
 async def test_watch_ends_on_close(etcd: EtcdServer) -> None:
     watcher = membership(etcd)
     seen = Seen(watcher.watch())
@@ -184,7 +182,7 @@ async def test_watch_ends_on_close(etcd: EtcdServer) -> None:
 
 
 @pytest.mark.etcd
-@has_etcd
+@pytest.mark.etcd
 async def test_malformed_records_are_ignored(etcd: EtcdServer) -> None:
     node, watcher = membership(etcd), membership(etcd)
     seen = Seen(watcher.watch())
