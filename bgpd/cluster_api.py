@@ -79,7 +79,7 @@ def add_cluster_routes(app: web.Application, daemon: Daemon, *, control: bool) -
                         "used": status.used,
                         "total": status.total,
                         "blocks": [str(b) for b in pool.blocks],
-                        "age": daemon.clock() - daemon.started_at,
+                        "age": daemon.clock() - daemon.lb.first_seen.get(pool.name, daemon.clock()),
                     }
                 )
         return web.json_response(rows)

@@ -11,8 +11,10 @@ peers are "in use by the network": never handed out, and flagged when already he
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,8 +54,11 @@ class LbView:
 class LoadBalancers:
     """Allocation state for the pools and services in the config."""
 
-    def __init__(self, state_path: Path) -> None:
+    def __init__(self, state_path: Path, clock: Callable[[], float] = time.time) -> None:
         self._path = state_path
+        self._seen_path = state_path.with_name(state_path.stem + "-pools-seen.json")
+        self._clock = clock
+        self.first_seen: dict[str, float] = self._load_seen()
         self.pools: tuple[Pool, ...] = ()
         self.services: tuple[Service, ...] = ()
         self.state = self._load()
@@ -65,6 +70,12 @@ class LoadBalancers:
         """New pools and services; a Cluster service without `nodes` is served by all."""
         every = tuple(sorted(nodes))
         self.pools = tuple(pools)
+        names = {p.name for p in self.pools}
+        seen = {n: t for n, t in self.first_seen.items() if n in names}
+        seen.update({n: self._clock() for n in names if n not in seen})
+        if seen != self.first_seen:
+            self.first_seen = seen
+            _write_atomic(self._seen_path, json.dumps(seen, indent=1, sort_keys=True) + "\n")
         self.services = tuple(
             replace(s, nodes=every) if s.traffic_policy == "Cluster" and not s.nodes else s
             for s in services
@@ -92,7 +103,21 @@ class LoadBalancers:
             return LbState()
 
     def _save(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(self.state.to_json())
-        tmp.replace(self._path)
+        _write_atomic(self._path, self.state.to_json())
+
+    def _load_seen(self) -> dict[str, float]:
+        """When each pool was first configured here (for AGE), kept across restarts."""
+        try:
+            seen = json.loads(self._seen_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(seen, dict):
+            return {}
+        return {str(k): float(v) for k, v in seen.items() if isinstance(v, int | float)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -89,3 +89,18 @@ async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any)
     assert await settle(lambda: daemon.lb.view is not None and daemon.lb.view.served != ())
     assert daemon.lb.view is not None
     assert daemon.lb.view.served == (ipaddress.ip_address("198.51.100.2"),)
+
+
+def test_pool_age_counts_from_first_configuration_across_restarts(tmp_path: Path) -> None:
+    from bgpd.lb import LoadBalancers, parse_lb_pools
+
+    now = [1000.0]
+    pools = parse_lb_pools([POOL])
+    first = LoadBalancers(tmp_path / "lbipam.json", clock=lambda: now[0])
+    first.configure(pools, [], ["node-a"])
+    now[0] = 5000.0
+    again = LoadBalancers(tmp_path / "lbipam.json", clock=lambda: now[0])
+    again.configure(pools, [], ["node-a"])
+    assert again.first_seen == {"blue": 1000.0}
+    again.configure((), [], ["node-a"])  # deleted: forgotten
+    assert again.first_seen == {}
