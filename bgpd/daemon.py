@@ -26,6 +26,7 @@ from bgpd.desired import desired_kernel_routes
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
+from bgpd.metrics import reconcile_histogram
 from bgpd.peer_config import PrefixKind
 from bgpd.peers import own_cluster_id, resolve_peers
 from bgpd.policy import LocalFacts
@@ -118,6 +119,7 @@ class Daemon:
         self.ready = False
         self.last_reconcile: float | None = None
         self.reconcile_errors = 0
+        self.reconcile_duration = reconcile_histogram()
         self.speaker = speaker_factory(
             speaker_spec(config), Path(config.run_dir), self.handle_event
         )
@@ -328,6 +330,7 @@ class Daemon:
             full = time.monotonic() - last_full >= RESYNC_INTERVAL
             if full:
                 last_full = time.monotonic()
+            started = time.monotonic()
             try:
                 self._advertise()
                 desired = self.desired_routes()
@@ -340,6 +343,7 @@ class Daemon:
                 await asyncio.sleep(1.0)
                 self._dirty.set()
                 continue
+            self.reconcile_duration.observe(time.monotonic() - started)
             served = self.lb.view.served if self.lb.view is not None else ()
             try:
                 await loop.run_in_executor(None, self.loopback.sync, served)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bgpd.cluster_api import add_cluster_routes
 from bgpd.config import parse_listen
+from bgpd.metrics import CONTENT_TYPE, render
 from bgpd.routes_view import routes_report
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
             status=200 if daemon.ready else 503, text="ready\n" if daemon.ready else "not ready\n"
         )
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=render(daemon), headers={"Content-Type": CONTENT_TYPE})
+
     async def drain(request: web.Request) -> web.Response:
         try:
             wait = float(request.query.get("wait", DEFAULT_DRAIN_WAIT))
@@ -155,6 +159,7 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     if control:
         app.router.add_post("/drain", drain)
         app.router.add_post("/undrain", undrain)

@@ -65,6 +65,9 @@ def test_health_and_status_over_tcp_and_cli(lab: labmod.Lab) -> None:
     assert in_netns(n2.netns, *curl, f"{url}/healthz") == "200"
     assert in_netns(n2.netns, *curl, f"{url}/readyz") == "200"
     assert in_netns(n2.netns, *curl, "-X", "POST", f"{url}/status") == "405"
+    metrics = in_netns(n2.netns, "curl", "-s", f"{url}/metrics")
+    assert 'kroute_bgp_session_up{peer="' in metrics
+    assert "kroute_reconcile_duration_seconds_count" in metrics
     report = json.loads(in_netns(n2.netns, "curl", "-s", f"{url}/status"))
     assert report["node"] == n2.name
     summary = in_netns(
