@@ -118,7 +118,7 @@ async def test_ten_processes_thousand_allocations_no_duplicate(etcd: EtcdServer)
 
 
 async def test_kill_9_workers_leaves_consistent_state(etcd: EtcdServer) -> None:
-    workers = [start_worker(etcd, w, 400) for w in range(6)]
+    workers = [start_worker(etcd, w, 650) for w in range(6)]  # 3,900 of the /20's 4,094
     seen: dict[str, str] = {}
     for proc in workers:  # let every worker get well into its loop, then kill them all
         assert proc.stdout is not None
@@ -131,7 +131,10 @@ async def test_kill_9_workers_leaves_consistent_state(etcd: EtcdServer) -> None:
     for proc in workers:
         rest, _ = proc.communicate(timeout=30)
         seen.update(dict(line.split() for line in rest.splitlines() if line != "ready"))
-        assert proc.returncode == -signal.SIGKILL
+    # On a loaded machine an early worker may finish before the kill; the rest must not.
+    codes = [proc.returncode for proc in workers]
+    assert set(codes) <= {0, -signal.SIGKILL}, codes
+    assert codes.count(-signal.SIGKILL) >= len(workers) // 2, codes
     store = store_for(etcd)
     try:
         state = await store.snapshot()
