@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
@@ -30,6 +30,7 @@ from bgpd.metrics import reconcile_histogram
 from bgpd.peer_config import PrefixKind
 from bgpd.peers import own_cluster_id, resolve_peers
 from bgpd.policy import LocalFacts
+from bgpd.rib import Path as RibPath
 from bgpd.rib import Rib, best_next_hops
 from bgpd.sessions import PeerStatus, Sessions
 from bgpd.speaker import EventHandler, ExaBGPSpeaker, Speaker
@@ -183,7 +184,7 @@ class Daemon:
             self._adoption_timer = loop.call_later(window, self._end_adoption, "timeout")
         if not self.peers:
             self._end_adoption("no-peers")
-        self._advertise()
+        self._advertise(self.rib.paths())
         await self.speaker.start()
         self._reconciler_task = asyncio.create_task(self._reconcile_loop(), name="reconcile")
         self._dirty.set()
@@ -280,7 +281,7 @@ class Daemon:
 
     # -- advertisements ------------------------------------------------------------
 
-    def desired_advertisements(self) -> PeerAdvertisements:
+    def desired_advertisements(self, paths: Mapping[Network, list[RibPath]]) -> PeerAdvertisements:
         reflector = None
         if self.cluster_id is not None:
             router_ids = {a: self.rib.peer(a).router_id for a in self.peers}
@@ -288,33 +289,32 @@ class Daemon:
         return desired_advertisements(
             tuple(p.peer for p in self.peers.values()),
             self.local_prefixes,
-            self.rib.paths(),
+            paths,
             local_asn=self.config.bgp.asn,
             reflector=reflector,
             draining=self.drain_state == "draining",
             withdrawn=self.drain_state == "drained",
         )
 
-    def _allocate_load_balancers(self) -> None:
+    def _allocate_load_balancers(self, paths: Mapping[Network, list[RibPath]]) -> None:
         """Allocate LB IPs (never one the network routes) and serve ours."""
-        in_use = [
-            prefix for prefix, paths in self.rib.paths().items() if any(p.ebgp for p in paths)
-        ]
+        in_use = [prefix for prefix, candidates in paths.items() if any(p.ebgp for p in candidates)]
         view = self.lb.update(in_use, self.config.node.name)
         self.local_prefixes = dict(self._config_prefixes)
         for ip in view.served:
             self.local_prefixes[host_prefix(ip)] = "loadBalancerIP"
 
-    def _advertise(self) -> None:
-        self._allocate_load_balancers()
-        self.advertised = self.desired_advertisements()
+    def _advertise(self, paths: Mapping[Network, list[RibPath]]) -> None:
+        """`paths` is the RIB walked once per reconcile (it is the costly part)."""
+        self._allocate_load_balancers(paths)
+        self.advertised = self.desired_advertisements(paths)
         self.speaker.set_advertisements(self.advertised)
 
     # -- kernel reconciliation -------------------------------------------------
 
-    def desired_routes(self) -> dict[Network, KernelRoute]:
+    def desired_routes(self, paths: Mapping[Network, list[RibPath]]) -> dict[Network, KernelRoute]:
         assert self.config.node.ip is not None
-        learned = best_next_hops(self.rib.paths(), exclude_next_hops=[self.config.node.ip])
+        learned = best_next_hops(paths, exclude_next_hops=[self.config.node.ip])
         return desired_kernel_routes(self.own_cidrs, learned, self.adopted, self.local_prefixes)
 
     async def _reconcile_loop(self) -> None:
@@ -332,8 +332,9 @@ class Daemon:
                 last_full = time.monotonic()
             started = time.monotonic()
             try:
-                self._advertise()
-                desired = self.desired_routes()
+                paths = self.rib.paths()
+                self._advertise(paths)
+                desired = self.desired_routes(paths)
                 result = await loop.run_in_executor(
                     None, functools.partial(self.reconciler.reconcile, desired, full=full)
                 )

@@ -63,12 +63,14 @@ class LoadBalancers:
         self.services: tuple[Service, ...] = ()
         self.state = self._load()
         self.view: LbView | None = None
+        self._last_inputs: tuple[frozenset[Network], str] | None = None
 
     def configure(
         self, pools: Iterable[Pool], services: Iterable[Service], nodes: Iterable[str]
     ) -> None:
         """New pools and services; a Cluster service without `nodes` is served by all."""
         every = tuple(sorted(nodes))
+        self._last_inputs = None  # pools or services may differ: allocate again
         self.pools = tuple(pools)
         names = {p.name for p in self.pools}
         seen = {n: t for n, t in self.first_seen.items() if n in names}
@@ -82,7 +84,13 @@ class LoadBalancers:
         )
 
     def update(self, in_use: Iterable[Network], node: str) -> LbView:
-        result = allocate(self.state, self.pools, self.services, tuple(in_use))
+        """Allocate, unless nothing it depends on changed since the last round (the
+        daemon calls this on every reconcile; allocation is O(services))."""
+        inputs = (frozenset(in_use), node)
+        if self.view is not None and inputs == self._last_inputs:
+            return self.view
+        self._last_inputs = inputs
+        result = allocate(self.state, self.pools, self.services, tuple(inputs[0]))
         if result.state != self.state:
             self.state = result.state
             self._save()
