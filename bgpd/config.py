@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from bgpd.config_types import CIDR, Model, Network
+from bgpd.datapath_config import DatapathConfig, RoutingConfig, datapath_errors
 from bgpd.errors import ConfigError
 from bgpd.peer_config import PeerConfig
 from bgpd.store_config import EtcdConfig, IpamConfig, LoadBalancerConfig
@@ -164,6 +165,8 @@ class Config(Model):
     ipam: IpamConfig = IpamConfig()
     etcd: EtcdConfig | None = None
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
+    routing: RoutingConfig = RoutingConfig()
+    datapath: DatapathConfig = DatapathConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> Config:
@@ -195,6 +198,9 @@ class Config(Model):
                 errors.append(
                     "cluster.nodes: with cluster.source etcd nodes come from etcd; remove it"
                 )
+        pool_cidrs = self.ipam.cluster_pool.cidrs if self.ipam.cluster_pool else ()
+        pod_cidrs = [*pool_cidrs, *(c for n in self.cluster.nodes for c in n.pod_cidrs)]
+        errors += datapath_errors(self.routing, self.datapath, pod_cidrs)
         if errors:
             raise ValueError("\n".join(errors))
         return self
