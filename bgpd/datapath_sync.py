@@ -7,7 +7,8 @@ routes the daemon computed (`bgpd.desired`):
   (kroute-cni installs those) -> `local_pods`, with the veth's MAC;
 - remote routes: kroute's learned routes and the node's other gateway routes (the default
   route, static routes) whose next hops are on a connected subnet -> `remote_routes`
-  (one next hop: that one; ECMP on one device: none, so the kernel's FIB picks per flow).
+  (one next hop: that one; ECMP on one device: none, so the kernel's FIB picks per flow),
+  and the connected subnets themselves (no next hop: the neighbour is the destination).
   The node's own addresses covered by such a route get a /32 towards `lo`, so a pod
   reaching its node still ends in the node's stack.
 
@@ -96,6 +97,9 @@ def desired_remote_routes(
         hop = route.gateways[0] if len(route.gateways) == 1 else None
         out[route.prefix] = RemoteRoute(route.prefix, device, hop)
     lo = view.by_name(LOOPBACK)
+    for net, index in view.connected:  # other nodes and hosts on the node's subnets
+        if net not in out and (lo is None or index != lo.index):
+            out[net] = RemoteRoute(net, index, None)
     if lo is not None:
         for addr, _ in view.local_addresses:
             host = ipaddress.IPv4Network(addr)

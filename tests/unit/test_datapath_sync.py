@@ -74,9 +74,12 @@ def test_learned_routes_resolve_to_the_underlay_device() -> None:
         KernelRoute.via(IPv4Network("10.50.0.0/16"), IPv4Address("172.16.0.1")),  # not on-link
     ]
     remote, skipped = desired_remote_routes(routes, view())
+    own = IPv4Network(f"{NODE_A}/32")
     assert remote == {
         CIDR_B: RemoteRoute(CIDR_B, 2, NODE_B),
         CIDR_C: RemoteRoute(CIDR_C, 2, None),
+        LAN: RemoteRoute(LAN, 2, None),  # other nodes' addresses: neighbours on eth0
+        own: RemoteRoute(own, 1, None),  # the node itself, inside LAN: its stack, via lo
     }
     assert skipped == ["10.50.0.0/16: next hop 172.16.0.1 not on one connected subnet"]
 
@@ -90,7 +93,7 @@ def test_default_route_is_mapped_and_own_addresses_go_to_lo() -> None:
     assert remote[IPv4Network(f"{NODE_A}/32")] == RemoteRoute(IPv4Network(f"{NODE_A}/32"), 1)
     assert IPv4Network("127.0.0.1/32") not in remote
     # without a route covering it, the node's address is simply not in the map
-    remote, _ = desired_remote_routes([KernelRoute.via(CIDR_B, NODE_B)], view())
+    remote, _ = desired_remote_routes([KernelRoute.via(CIDR_B, NODE_B)], view(connected=()))
     assert IPv4Network(f"{NODE_A}/32") not in remote
 
 
@@ -126,14 +129,14 @@ def test_sync_fills_maps_attaches_programs_and_removes_what_went() -> None:
     sync, fake = bpf_sync(host)
     assert sync.host_routing == "BPF" and host.view.ip_forward is False
     result = sync.sync([KernelRoute.via(CIDR_B, NODE_B)], [CIDR_A])
-    assert (result.pods, result.remote_routes) == (2, 1)
+    assert (result.pods, result.remote_routes) == (2, 3)  # node B, the LAN, the node
     assert fake.attached == {"eth0": "from_netdev", "kr1": "from_pod", "kr2": "from_pod"}
     assert set(fake.pods) == {POD1, POD2}
-    assert fake.routes == {CIDR_B: RemoteRoute(CIDR_B, 2, NODE_B)}
+    assert fake.routes[CIDR_B] == RemoteRoute(CIDR_B, 2, NODE_B)
     # pod 2 deleted, node B's route withdrawn
     host.view = view(pod_routes=((POD1, 7),))
     sync.sync([], [CIDR_A])
-    assert set(fake.pods) == {POD1} and fake.routes == {}
+    assert set(fake.pods) == {POD1} and CIDR_B not in fake.routes
 
 
 def test_cni_add_maps_the_pod_at_once_and_sync_keeps_it() -> None:
