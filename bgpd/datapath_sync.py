@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BpfFactory = Callable[[str], Datapath]
 LOOPBACK = "lo"
+START_WAIT = 120.0
 
 
 def device_for(
@@ -140,6 +141,7 @@ class DatapathSync:
         self.reason = "not started"
         self._attached: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._started = threading.Event()
         self.skipped: tuple[str, ...] = ()
         self.ip_forward: bool | None = None
         self.last_error: str | None = None
@@ -162,6 +164,7 @@ class DatapathSync:
         else:
             self.host.set_ip_forward(True)  # the kernel forwards pod traffic
         log.info("event=datapath-started host_routing=%s reason=%r", self.host_routing, self.reason)
+        self._started.set()
 
     def sync(
         self, kernel_routes: Iterable[KernelRoute], own_cidrs: Iterable[Network]
@@ -199,7 +202,10 @@ class DatapathSync:
 
     def add_pod(self, ip: str, host_if: str) -> str:
         """kroute-cni's ADD: attach `from_pod` and map `ip` to `host_if` now. The host
-        routing mode, so the plugin knows whether BPF answers the pod's ARP."""
+        routing mode, so the plugin knows whether BPF answers the pod's ARP. Waits for
+        `start` (the status socket answers while the programs still compile)."""
+        if not self._started.wait(START_WAIT):
+            raise DatapathError(f"datapath not started after {START_WAIT:g}s; retry")
         with self._lock:
             if self.bpf is not None:
                 self._attach(host_if, "from_pod")

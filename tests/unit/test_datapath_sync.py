@@ -149,6 +149,22 @@ def test_cni_add_maps_the_pod_at_once_and_sync_keeps_it() -> None:
     assert sync.remove_pod("10.244.1.20") is False
 
 
+def test_cni_add_waits_for_the_programs_to_load() -> None:
+    import threading
+
+    host = StaticHost(view(pod_routes=()))
+    fake = FakeBpfDatapath(ifindexes={"kr9": 10})
+    sync = DatapathSync(config(bpf={"enabled": True}), host, lambda _: fake)
+    answers: list[str] = []
+    waiter = threading.Thread(target=lambda: answers.append(sync.add_pod("10.244.1.20", "kr9")))
+    waiter.start()
+    waiter.join(0.1)
+    assert answers == [] and fake.pods == {}  # still waiting: no "Legacy" answer
+    sync.start()
+    waiter.join(5)
+    assert answers == ["BPF"] and IPv4Address("10.244.1.20") in fake.pods
+
+
 def test_bpf_disabled_falls_back_to_kernel_forwarding() -> None:
     host = StaticHost(view())
     sync = DatapathSync(config(), host, lambda _: FakeBpfDatapath())
