@@ -105,6 +105,13 @@ class RawPeer:
         with self.lock:
             self.conn.sendall(data)
 
+    def close(self) -> None:
+        """Drop the TCP session without a NOTIFICATION, as a crashed peer would."""
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+        self.closed.wait(5)
+        self.conn.close()
+
     def _read_exact(self, size: int) -> bytes:
         data = b""
         while len(data) < size:

@@ -8,58 +8,15 @@ hostile one has been handled too, and the kernel shows what it did.
 
 from __future__ import annotations
 
-import itertools
-import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import pytest
 
 from tests import raw_bgp as r
-from tests.kroute_node import NodeUnderTest, node_with_injectors, wait_until
-from tests.netns_fixtures import ip
+from tests.kroute_node import wait_until
+from tests.raw_bgp_session import ASN, RAW, Session, installed, session
+
+__all__ = ["session"]  # the fixture
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
-
-RAW, ASN = "10.88.0.5", 65099
-ALLOWED = "198.18.0.0/15"
-PEERS = [{"address": RAW, "asn": ASN, "import": {"allow": [ALLOWED]}}]
-_sentinels = (f"198.19.{i // 256}.{i % 256}/32" for i in itertools.count())
-
-
-@dataclass
-class Session:
-    node: NodeUnderTest
-    listener: socket.socket
-    peer: r.RawPeer
-
-    def announce(self, prefix: str) -> None:
-        self.peer.send(r.update(r.valid_attrs(ASN, RAW), r.nlri(prefix)))
-
-    def handled(self) -> None:
-        """Wait until kroute has handled everything sent so far (see the module doc)."""
-        sentinel = next(_sentinels)
-        self.announce(sentinel)
-        wait_until(lambda: sentinel.split("/")[0] in self.node.kernel(), 20, sentinel)
-
-    def reconnect(self) -> None:
-        self.peer = r.accept_session(self.listener, ASN, RAW, timeout=60)
-        wait_until(lambda: self.node.peer(RAW)["state"] == "established", 30, "session up")
-
-
-@pytest.fixture
-def session() -> Iterator[Session]:
-    with node_with_injectors([], PEERS) as node:
-        ip("-n", node.injector_ns, "addr", "add", f"{RAW}/24", "dev", "kri0")
-        with r.raw_listener(node.injector_ns, RAW) as listener:
-            peer = r.accept_session(listener, ASN, RAW, timeout=60)
-            wait_until(lambda: node.peer(RAW)["state"] == "established", 30, "session up")
-            yield Session(node, listener, peer)
-
-
-def _installed(session: Session, prefix: str) -> bool:
-    return f"{prefix} via" in session.node.kernel()
-
 
 PATH, HOP = r.as_path(ASN), r.next_hop(RAW)
 TREAT_AS_WITHDRAW = {
@@ -80,8 +37,8 @@ def test_attribute_errors_are_treated_as_withdraw_and_the_session_stays(session:
     unknown = r.attr(r.OPTIONAL | r.TRANSITIVE, 240, b"opaque")
     session.peer.send(r.update(r.valid_attrs(ASN, RAW) + unknown, r.nlri("198.18.10.0/24")))
     session.handled()
-    assert _installed(session, "198.18.0.0/24") and _installed(session, "198.18.9.0/24")
-    assert _installed(session, "198.18.10.0/24"), "unknown optional transitive must pass"
+    assert installed(session, "198.18.0.0/24") and installed(session, "198.18.9.0/24")
+    assert installed(session, "198.18.10.0/24"), "unknown optional transitive must pass"
 
     for prefix, attrs in TREAT_AS_WITHDRAW.items():
         session.peer.send(r.update(attrs, r.nlri(prefix)))
@@ -90,8 +47,8 @@ def test_attribute_errors_are_treated_as_withdraw_and_the_session_stays(session:
     session.handled()
 
     for prefix in [*TREAT_AS_WITHDRAW, "198.18.9.0/24"]:
-        assert not _installed(session, prefix), f"{prefix} from a malformed UPDATE is installed"
-    assert _installed(session, "198.18.0.0/24")
+        assert not installed(session, prefix), f"{prefix} from a malformed UPDATE is installed"
+    assert installed(session, "198.18.0.0/24")
     assert not session.peer.closed.is_set() and session.peer.notifications == []
     status = session.node.peer(RAW)
     assert status["state"] == "established"
@@ -128,14 +85,14 @@ def test_unparseable_messages_reset_the_session_and_install_nothing(
     assert session.peer.closed.wait(30), "kroute kept a session that sent garbage"
     if notification is not None:
         assert notification in session.peer.notifications
-    assert not _installed(session, "198.18.20.0/24") and not _installed(session, "198.18.21.0/24")
+    assert not installed(session, "198.18.20.0/24") and not installed(session, "198.18.21.0/24")
     wait_until(
-        lambda: not _installed(session, "198.18.0.0/24"), 20, "routes of the reset session gone"
+        lambda: not installed(session, "198.18.0.0/24"), 20, "routes of the reset session gone"
     )
     session.reconnect()
     session.announce("198.18.0.0/24")
     session.handled()
-    assert _installed(session, "198.18.0.0/24")
+    assert installed(session, "198.18.0.0/24")
 
 
 def test_a_flood_of_mixed_updates_is_survived(session: Session) -> None:
