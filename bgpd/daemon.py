@@ -61,6 +61,13 @@ def local_facts(config: Config) -> LocalFacts:
         own_cidrs=me.pod_cidrs if me else (),
         node_addresses=(config.node.ip, *(n.ip for n in config.cluster.nodes)),
         own_address=config.node.ip,
+        pod_cidr_owners=tuple(
+            (cidr, n.ip)
+            for n in config.cluster.nodes
+            if n is not me
+            for cidr in n.pod_cidrs
+            if cidr.version == n.ip.version
+        ),
     )
 
 
