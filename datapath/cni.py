@@ -55,6 +55,9 @@ DEFAULT_CONFIG = "/etc/kroute/kroute.yaml"
 E_VERSION, E_UNKNOWN_CONTAINER, E_ENV, E_IO, E_DECODE, E_CONFIG = 1, 3, 4, 5, 6, 7
 E_TRY_AGAIN = 11
 E_IPAM, E_DATAPATH, E_CHECK = 100, 101, 102
+DAEMON_TIMEOUT = 60.0
+"""Seconds ADD waits for kroute to map a pod: a kroute just started answers only once it
+compiled its programs (seconds on a busy node)."""
 
 
 class CniError(KrouteError):
@@ -233,14 +236,15 @@ def daemon_add_pod(socket: str, ip: str, host_if: str) -> str:
     the host routing mode it answers ("BPF" or "Legacy")."""
     from bgpd.client import call
 
-    answer = call(socket, f"/datapath/pods?ip={ip}&hostIf={host_if}", method="POST")
+    endpoint = f"/datapath/pods?ip={ip}&hostIf={host_if}"
+    answer = call(socket, endpoint, method="POST", timeout=DAEMON_TIMEOUT)
     return str(answer.get("hostRouting", "")) if isinstance(answer, dict) else ""
 
 
 def daemon_remove_pod(socket: str, ip: str) -> None:
     from bgpd.client import call
 
-    call(socket, f"/datapath/pods/remove?ip={ip}", method="POST")
+    call(socket, f"/datapath/pods/remove?ip={ip}", method="POST", timeout=DAEMON_TIMEOUT)
 
 
 @dataclass(frozen=True)
