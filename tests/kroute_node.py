@@ -112,9 +112,15 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 @contextlib.contextmanager
 def node_with_injectors(
-    injectors: list[Injector], peers: list[dict[str, Any]], cluster_id: str | None = None
+    injectors: list[Injector],
+    peers: list[dict[str, Any]],
+    cluster_id: str | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[NodeUnderTest]:
-    """A kroute node peering with `peers` (bgp.peers entries), the injectors answering."""
+    """A kroute node peering with `peers` (bgp.peers entries), the injectors answering.
+    `env` is added to kroute's environment; `wrapper` runs before it (e.g. setpriv)."""
     with (
         netns("krn-") as node_ns,
         netns("kri-") as inj_ns,
@@ -148,6 +154,7 @@ def node_with_injectors(
             procs.append(
                 _start(
                     [
+                        *wrapper,
                         sys.executable,
                         "-m",
                         "bgpd.cli",
@@ -157,7 +164,7 @@ def node_with_injectors(
                     ],
                     node_ns,
                     workdir / "kroute.log",
-                    {},
+                    env or {},
                 )
             )
             for injector in injectors:
