@@ -78,7 +78,7 @@ class FakeApiServer:
         self.store = Store()
         self.bookmark_interval = bookmark_interval
         self.port = 0
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.requests: list[tuple[str, str]] = []  # (method, path?query) of every request
         self._netns: list[str | None] = []
         self._sites: list[web.SockSite] = []
         self._watches: set[asyncio.Task[Any]] = set()
@@ -160,7 +160,7 @@ class FakeApiServer:
     # -- HTTP --------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path))
+        self.requests.append((request.method, request.path_qs))
         try:
             res, namespace, name, sub = route(request.path)
             return await self._dispatch(request, res, namespace, name, sub)
