@@ -264,6 +264,8 @@ class FakeApiServer:
                         await self._send_event(response, event, namespace, labels, fields)
         except TimeoutError:
             pass  # timeoutSeconds: the client resumes from its last resourceVersion
+        except ConnectionError:
+            pass  # the client went away (aiohttp's reset errors are ConnectionErrors)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 if request.transport is not None:
