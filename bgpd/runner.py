@@ -21,6 +21,10 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; kernel routes stay for the next start to adopt."""
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     cluster = ClusterState(config)
+    if config.cluster.source == "kubernetes":
+        from bgpd.kube.cluster import KubeClusterState
+
+        cluster = KubeClusterState(config)
     effective = await cluster.start()
     daemon = Daemon(
         effective,
