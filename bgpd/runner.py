@@ -9,8 +9,11 @@ from pathlib import Path
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
+from bgpd.datapath_host import NetlinkHost
+from bgpd.datapath_sync import DatapathSync
 from bgpd.sdnotify import notifier_for
 from bgpd.status import StatusServer
+from datapath.loader import BpfDatapath
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
 
@@ -32,6 +35,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         config_path=config_path,
         cluster=cluster,
         loopback=KernelLoopback(),
+        datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
     )
     cluster.follow(daemon)
     server = StatusServer(daemon)
