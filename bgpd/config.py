@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from bgpd.config_types import CIDR, Model, Network
 from bgpd.errors import ConfigError
+from bgpd.logging_setup import LogConfig
 from bgpd.peer_config import PeerConfig
 from bgpd.store_config import EtcdConfig, IpamConfig, LoadBalancerConfig
 from ipam.allocator import ClusterPool
@@ -164,6 +165,7 @@ class Config(Model):
     ipam: IpamConfig = IpamConfig()
     etcd: EtcdConfig | None = None
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> Config:

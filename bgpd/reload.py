@@ -31,6 +31,7 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "ipam": lambda c: c.ipam,
     "cluster.source": lambda c: c.cluster.source,
     "etcd": lambda c: c.etcd,
+    "log.format": lambda c: c.log.format,
 }
 
 

@@ -130,6 +130,7 @@ async def test_metrics_follow_sessions_routes_and_drain(make_daemon: MakeDaemon)
 
     assert all(name.startswith("kroute_") for name in types), sorted(types)
     assert all(name.startswith("kroute_") for name, _ in samples)
+    assert "_created" not in text  # no creation-time series, in any family
     assert {name for name, kind in types.items() if kind == "counter"} == {
         "kroute_bgp_updates_received",
         "kroute_bgp_routes_rejected",
