@@ -20,15 +20,9 @@ from bgpd.config import load_config
 from bgpd.errors import ConfigError, KrouteError
 from bgpd.logging_setup import LOG_FORMATS
 from bgpd.logging_setup import configure as configure_logging
-from bgpd.output import add_output_flag, render
+from bgpd.output import EXIT_CODES, add_output_flag, command, render
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-EXIT_CODES = """exit codes:
-  0  success
-  1  failure at run time: the daemon cannot be reached, or it refused the request
-     (a reload of an invalid file, an unknown node), or the kernel refused a change
-  2  usage: bad arguments, or an invalid config file (check-config, run)
-"""
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -271,19 +265,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         reconciler.close()
     print(f"removed {removed} kernel routes with proto bgp")
     return EXIT_OK
-
-
-def command(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, *examples: str
-) -> argparse.ArgumentParser:
-    """A subcommand whose help ends with examples (every subcommand has one)."""
-    return sub.add_parser(
-        name,
-        help=text,
-        description=text[0].upper() + text[1:] + ".",
-        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
 
 
 READ_COMMANDS = (

@@ -2,7 +2,8 @@
 IPAM, a LoadBalancer pool): /metrics passes `promtool check metrics` with nothing to
 say, every metric the Grafana dashboard and the README name exists, and the MD5
 password shows up nowhere: logs (text and JSON), status, routes, metrics, CLI output
-in every format, refused reloads and check-config errors."""
+in every format, refused reloads and check-config errors. The TCP listener serves the
+CLI's `--address` and refuses every POST."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EBGP = "10.88.0.3"
 LB_POOL = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
 LB_SERVICE = {"namespace": "web", "name": "www", "nodes": ["n1"]}
+LISTEN = f"{NODE_IP}:9479"
 
 
 def configure(secret_file: Path) -> Any:
@@ -41,13 +43,18 @@ def configure(secret_file: Path) -> Any:
         config["loadBalancer"] = {"pools": [LB_POOL], "services": [LB_SERVICE]}
         config["bgp"]["peers"][0]["passwordFile"] = str(secret_file)
         config["log"] = {"format": "json"}
+        config["status"]["listen"] = LISTEN
 
     return edit
 
 
-def kroute(*argv: str) -> subprocess.CompletedProcess[str]:
+def kroute(*argv: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    enter = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
     return subprocess.run(
-        [sys.executable, "-m", "bgpd.cli", *argv], capture_output=True, text=True, check=False
+        [*enter, sys.executable, "-m", "bgpd.cli", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -108,6 +115,20 @@ def test_metrics_dashboard_and_no_password_anywhere(tmp_path: Path) -> None:
                 done_cli = kroute(command, "-o", fmt, "--socket", node.socket)
                 assert done_cli.returncode == 0, done_cli.stderr
                 shown.append(done_cli.stdout + done_cli.stderr)
+
+        # another machine's view: the TCP listener reads, and refuses every change
+        remote = kroute("peers", "-o", "yaml", "--address", LISTEN, netns=node.node_ns)
+        assert remote.returncode == 0, remote.stderr
+        assert yaml.safe_load(remote.stdout)["peers"][0]["state"] == "established"
+        for path in ("/drain?wait=0", "/reload", "/undrain"):
+            post = subprocess.run(
+                ["nsenter", f"--net=/var/run/netns/{node.node_ns}", "curl", "-s", "-o",
+                 "/dev/null", "-w", "%{http_code}", "-X", "POST", f"http://{LISTEN}{path}"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            assert post.stdout == "405", path
+        assert node.status()["drain"] == "none"
+        shown.append(remote.stdout)
 
         config_path = node.workdir / "kroute.yaml"
         good = config_path.read_text()
