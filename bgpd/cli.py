@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bgpd.cli_datapath import register as register_datapath
+from bgpd.cli_datapath import status_lines
 from bgpd.client import add_target_flags, call, target
 from bgpd.config import load_config
 from bgpd.errors import ConfigError, KrouteError
@@ -83,6 +85,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
         ),
     ]
+    lines += status_lines(status)
     for line in status.get("ipam", {}).get("usage", []):
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):
@@ -367,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     reference_.add_argument("--write", metavar="FILE", help="write it to FILE instead")
     reference_.set_defaults(func=cmd_config_reference)
 
+    register_datapath(sub)
     from lab.cli import register
 
     register(sub)

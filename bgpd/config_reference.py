@@ -68,8 +68,8 @@ MEANINGS = {
     "bgp.peers[].export.med": "MED to send",
     "bgp.peers[].export.asPathPrepend": "(eBGP) extra copies of our ASN",
     "cluster": "the cluster's nodes and service ranges",
-    "cluster.source": "`static` (the `cluster.nodes` list) or `etcd` (membership; needs "
-    "`ipam.mode: cluster-pool`)",
+    "cluster.source": "`static` (the `cluster.nodes` list), `etcd` (membership; needs "
+    "`ipam.mode: cluster-pool`) or `kubernetes` (the API server, see `kubernetes`)",
     "cluster.leaseTTL": "seconds a node's etcd registration outlives its last keepalive",
     "cluster.nodes": "the cluster's nodes (with `cluster.source: static`)",
     "cluster.nodes[].name": "the node's name",
@@ -106,6 +106,36 @@ MEANINGS = {
     "`serviceSelector`, `disabled`, `allowFirstLastIPs` (README: LoadBalancer IPs)",
     "loadBalancer.services": "services: `namespace`, `name`, `labels`, `ports`, `ipFamilies`, "
     "`trafficPolicy`, `nodes`, `annotations` (README: LoadBalancer IPs)",
+    "kubernetes": "the API server (`cluster.source: kubernetes`)",
+    "kubernetes.kubeconfig": "kubeconfig file (default: the pod's service account, in-cluster)",
+    "kubernetes.defaultLoadBalancerClass": "serve LoadBalancer services that name no "
+    "`loadBalancerClass`",
+    "kubernetes.syncTimeout": "seconds to wait for the first list of nodes and services",
+    "routing": "how pod traffic crosses nodes (see the README's datapath section)",
+    "routing.mode": "`native` or `vxlan` (the overlay is not built yet)",
+    "routing.overlay": "`never`, `crossSubnet`, `always` (default `always` in vxlan); only "
+    "with `mode: vxlan`",
+    "routing.nativeRoutingCIDR": "IPv4 network reached without NAT; must contain the pod "
+    "CIDRs; required for masquerade in native mode",
+    "routing.vxlan": "VXLAN settings; only with `mode: vxlan`",
+    "routing.vxlan.vni": "VXLAN network identifier",
+    "routing.vxlan.port": "VXLAN UDP port",
+    "datapath": "the eBPF datapath",
+    "datapath.bpf": "kroute's tc programs",
+    "datapath.bpf.enabled": "kroute's tc programs forward pod traffic; off: the kernel does, "
+    "with `ip_forward=1`",
+    "datapath.bpf.pinDir": "where the maps are pinned (bpffs; one directory per node sharing "
+    "a kernel)",
+    "datapath.masquerade": "source NAT of pod traffic leaving the cluster (validated only, "
+    "not built yet)",
+    "datapath.masquerade.enabled": "masquerade pod traffic",
+    "datapath.masquerade.interfaces": "interfaces to masquerade on (default: the underlay)",
+    "datapath.masquerade.portRange": "source ports NAT may use",
+    "datapath.masquerade.maxEntries": "size of the NAT table",
+    "datapath.masquerade.timeouts": "seconds an idle NAT entry lives, per protocol",
+    "datapath.masquerade.timeouts.tcp": "TCP",
+    "datapath.masquerade.timeouts.udp": "UDP",
+    "datapath.masquerade.timeouts.icmp": "ICMP",
     "log": "log lines",
     "log.format": "`text` (key=value) or `json` (one object per line); `--log-format` overrides it",
 }

@@ -22,6 +22,7 @@ from pathlib import Path
 from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
+from bgpd.datapath_sync import DatapathSync
 from bgpd.desired import desired_kernel_routes
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
@@ -62,6 +63,13 @@ def local_facts(config: Config) -> LocalFacts:
         own_cidrs=me.pod_cidrs if me else (),
         node_addresses=(config.node.ip, *(n.ip for n in config.cluster.nodes)),
         own_address=config.node.ip,
+        pod_cidr_owners=tuple(
+            (cidr, n.ip)
+            for n in config.cluster.nodes
+            if n is not me
+            for cidr in n.pod_cidrs
+            if cidr.version == n.ip.version
+        ),
     )
 
 
@@ -90,6 +98,7 @@ class Daemon:
         config_path: str | None = None,
         cluster: ClusterState | None = None,
         loopback: LoopbackAddresses | None = None,
+        datapath: DatapathSync | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -99,6 +108,7 @@ class Daemon:
         self.rib = Rib()
         self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json")
         self.loopback = loopback or FakeLoopback()
+        self.datapath = datapath
         self._dirty = asyncio.Event()
         self.sessions = Sessions(
             resolve_peers(config),
@@ -128,6 +138,9 @@ class Daemon:
         self._beat_lb = self.health.register("lb", HEARTBEAT_TIMEOUT)
         self._beat_advertise = self.health.register("advertisements", HEARTBEAT_TIMEOUT)
         self._beat_kernel = self.health.register("kernel-routes", HEARTBEAT_TIMEOUT)
+        self._beat_datapath = (
+            self.health.register("datapath", HEARTBEAT_TIMEOUT) if datapath is not None else None
+        )
         self.speaker = speaker_factory(
             speaker_spec(config), Path(config.run_dir), self.handle_event
         )
@@ -182,6 +195,8 @@ class Daemon:
     async def start(self) -> None:
         """Adopt our routes from a previous run, start the speaker and the reconciler."""
         loop = asyncio.get_running_loop()
+        if self.datapath is not None:
+            await loop.run_in_executor(None, self.datapath.start)
         self.adopted = await loop.run_in_executor(
             None, functools.partial(self.reconciler.actual, refresh=True)
         )
@@ -207,6 +222,9 @@ class Daemon:
             ready()
         await self._stop.wait()
         await self.stop()
+
+    def request_reconcile(self) -> None:
+        self._dirty.set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -330,6 +348,22 @@ class Daemon:
         learned = best_next_hops(paths, exclude_next_hops=[self.config.node.ip])
         return desired_kernel_routes(self.own_cidrs, learned, self.adopted, self.local_prefixes)
 
+    async def _sync_datapath(self) -> None:
+        """BPF maps and programs follow the kernel routes just installed."""
+        if self.datapath is None or self._beat_datapath is None:
+            return
+        routes = list(self.kernel_routes.values())
+        sync = functools.partial(self.datapath.sync, routes, self.own_cidrs)
+        loop = asyncio.get_running_loop()
+        try:
+            with self._beat_datapath.track():
+                await loop.run_in_executor(None, sync)
+            self.datapath.last_error = None
+        except Exception as exc:
+            self.datapath.last_error = str(exc)
+            log.exception("event=datapath-sync-failed")
+            loop.call_later(KERNEL_RETRY, self._dirty.set)
+
     async def _reconcile_loop(self) -> None:
         loop = asyncio.get_running_loop()
         last_full = 0.0
@@ -367,6 +401,7 @@ class Daemon:
             for route, error in result.failed:
                 self.kernel_routes.pop(route.prefix, None)
                 log.debug("event=route-not-installed route=%s error=%r", route, error)
+            await self._sync_datapath()
             if result.failed:
                 loop.call_later(KERNEL_RETRY, self._dirty.set)
             self.last_reconcile = self.clock()

@@ -9,8 +9,11 @@ from pathlib import Path
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
+from bgpd.datapath_host import NetlinkHost
+from bgpd.datapath_sync import DatapathSync
 from bgpd.sdnotify import notifier_for
 from bgpd.status import StatusServer
+from datapath.loader import BpfDatapath
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
 
@@ -21,6 +24,10 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; kernel routes stay for the next start to adopt."""
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     cluster = ClusterState(config)
+    if config.cluster.source == "kubernetes":
+        from bgpd.kube.cluster import KubeClusterState
+
+        cluster = KubeClusterState(config)
     effective = await cluster.start()
     daemon = Daemon(
         effective,
@@ -28,6 +35,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         config_path=config_path,
         cluster=cluster,
         loopback=KernelLoopback(),
+        datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
     )
     cluster.follow(daemon)
     server = StatusServer(daemon)

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from bgpd.cluster_api import add_cluster_routes
 from bgpd.config import parse_listen
+from bgpd.datapath_api import add_datapath_routes
 from bgpd.health import render as render_checks
 from bgpd.metrics import CONTENT_TYPE, render
 from bgpd.routes_view import routes_report
@@ -98,6 +99,7 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "kernelRoutes": routes,
         "adoptedRoutesPending": len(adopted),
         "reconcileErrors": daemon.reconcile_errors,
+        "datapath": daemon.datapath.status() if daemon.datapath is not None else None,
     }
 
 
@@ -160,6 +162,7 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
 
     app = web.Application(middlewares=[] if control else [_read_only])
     add_cluster_routes(app, daemon, control=control)
+    add_datapath_routes(app, daemon, control=control)
     app.router.add_get("/status", status)
     app.router.add_get("/routes", routes)
     app.router.add_get("/healthz", livez)

@@ -47,6 +47,7 @@ class NodeUnderTest:
     injector_ns: str
     socket: str
     workdir: Path
+    pid: int  # the kroute daemon's
 
     def status(self) -> dict[str, Any]:
         return fetch_status(self.socket)
@@ -186,7 +187,9 @@ def node_with_injectors(
                         env,
                     )
                 )
-            yield NodeUnderTest(node_ns, inj_ns, str(workdir / "kroute.sock"), workdir)
+            yield NodeUnderTest(
+                node_ns, inj_ns, str(workdir / "kroute.sock"), workdir, procs[0].pid
+            )
         finally:
             for proc in reversed(procs):
                 _stop(proc)
