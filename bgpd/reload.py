@@ -33,6 +33,7 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "etcd": lambda c: c.etcd,
     "routing": lambda c: c.routing,
     "datapath": lambda c: c.datapath,
+    "log.format": lambda c: c.log.format,
 }
 
 

@@ -55,9 +55,6 @@ DEFAULT_CONFIG = "/etc/kroute/kroute.yaml"
 E_VERSION, E_UNKNOWN_CONTAINER, E_ENV, E_IO, E_DECODE, E_CONFIG = 1, 3, 4, 5, 6, 7
 E_TRY_AGAIN = 11
 E_IPAM, E_DATAPATH, E_CHECK = 100, 101, 102
-DAEMON_TIMEOUT = 60.0
-"""Seconds ADD waits for kroute to map a pod: a kroute just started answers only once it
-compiled its programs (seconds on a busy node)."""
 
 
 class CniError(KrouteError):
@@ -231,20 +228,27 @@ def build_result(req: Request, wiring: PodWiring, wired: Wired) -> dict[str, Any
     }
 
 
+ADD_POD_TIMEOUT = 60.0
+"""The daemon answers once its programs are compiled: 0.2-0.9 s alone, much longer on a
+loaded node that compiles several program sets at once (a container runtime's CNI
+timeout is minutes)."""
+
+
 def daemon_add_pod(socket: str, ip: str, host_if: str) -> str:
     """Ask this node's kroute to map pod `ip` to `host_if` and attach its program now;
     the host routing mode it answers ("BPF" or "Legacy")."""
     from bgpd.client import call
 
-    endpoint = f"/datapath/pods?ip={ip}&hostIf={host_if}"
-    answer = call(socket, endpoint, method="POST", timeout=DAEMON_TIMEOUT)
+    answer = call(
+        socket, f"/datapath/pods?ip={ip}&hostIf={host_if}", method="POST", timeout=ADD_POD_TIMEOUT
+    )
     return str(answer.get("hostRouting", "")) if isinstance(answer, dict) else ""
 
 
 def daemon_remove_pod(socket: str, ip: str) -> None:
     from bgpd.client import call
 
-    call(socket, f"/datapath/pods/remove?ip={ip}", method="POST", timeout=DAEMON_TIMEOUT)
+    call(socket, f"/datapath/pods/remove?ip={ip}", method="POST")
 
 
 @dataclass(frozen=True)
