@@ -10,6 +10,7 @@ lose nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,9 +22,11 @@ import pytest
 
 from bgpd.client import call, fetch_status
 from lab import lab as labmod
+from lab import pods
 from lab.plan import NodePlan
 from tests.integration.conftest import LabFactory
 from tests.kroute_node import wait_until
+from tests.netns_fixtures import netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.bpf]
 
@@ -259,3 +262,24 @@ def test_pods_reach_outside_through_learned_and_default_routes(make_lab: LabFact
     assert pings(a, beyond) == 3
     assert pings(a, a.ip) == 3  # its own node still answers (a /32 to lo)
     assert sh(a.netns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"
+
+
+def test_cni_add_makes_a_pod_reachable_at_once_and_del_removes_it(make_lab: LabFactory) -> None:
+    """A second pod on node a, added and deleted with kroute-cni as a runtime would: the
+    pod on node b reaches it right after ADD returns (no sync to wait for), and DEL takes
+    it out of node a's map."""
+    lab = make_lab(2)
+    a, b = lab.plan.nodes
+    with netns("kdp-") as ns:
+        extra = dataclasses.replace(a, pod_ns=ns)  # its container ID follows the netns
+        result = pods.cni(extra, "ADD")
+        address = str(result["ips"][0]["address"]).split("/")[0]
+        assert address != a.pod_ip
+        assert pings(b, address) == 3
+        local = datapath_of(a)["maps"]["local_pods"]["items"]  # type: ignore[index]
+        assert sorted(local) == sorted([a.pod_ip, address])
+        assert pods.cni(extra, "DEL") == {}
+        local = datapath_of(a)["maps"]["local_pods"]["items"]  # type: ignore[index]
+        assert list(local) == [a.pod_ip]
+        assert pings(b, address, count=2) == 0
+        assert pings(b, a.pod_ip) == 3
