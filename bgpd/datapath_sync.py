@@ -173,6 +173,9 @@ class DatapathSync:
             self.host_routing, self.reason = "BPF", ""
         else:
             self.host.set_ip_forward(True)  # the kernel forwards pod traffic
+            left = self.host.detach_programs()  # a BPF run's programs would still forward
+            if left:
+                log.info("event=bpf-programs-detached interfaces=%s", ",".join(left))
         log.info("event=datapath-started host_routing=%s reason=%r", self.host_routing, self.reason)
         self._started.set()
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bgpd.client import call, fetch_status
 from lab import lab as labmod
@@ -283,3 +284,20 @@ def test_cni_add_makes_a_pod_reachable_at_once_and_del_removes_it(make_lab: LabF
         assert list(local) == [a.pod_ip]
         assert pings(b, address, count=2) == 0
         assert pings(b, a.pod_ip) == 3
+
+
+def test_switching_a_node_to_legacy_removes_its_programs(make_lab: LabFactory) -> None:
+    """datapath.bpf.enabled: false and a restart: node a's programs are gone (stale maps
+    must not forward), its kernel forwards, node b keeps BPF, and pods still talk."""
+    lab = make_lab(2)
+    a, b = lab.plan.nodes
+    config = Path(a.config_path)
+    data = yaml.safe_load(config.read_text())
+    data["datapath"]["bpf"]["enabled"] = False
+    config.write_text(yaml.safe_dump(data))
+    labmod.restart(lab, a.name, kill=False, timeout=60, say=lambda _: None)
+    assert "kroute_" not in tc_filters(a.netns, "eth0")
+    assert sh(a.netns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    assert datapath_of(a)["hostRouting"] == "Legacy"
+    assert "kroute_from_netdev" in tc_filters(b.netns, "eth0")
+    assert pings(a, b.pod_ip) == 3 and pings(b, a.pod_ip) == 3

@@ -195,6 +195,12 @@ def test_bpf_disabled_falls_back_to_kernel_forwarding() -> None:
     assert host.view.ip_forward is True
 
 
+def test_legacy_start_removes_programs_a_bpf_run_left() -> None:
+    host = StaticHost(view(), programs={"eth0": "from_netdev", "kr1": "from_pod"})
+    DatapathSync(config(), host, None).start()
+    assert host.programs == {} and host.view.ip_forward is True
+
+
 def test_unloadable_bpf_falls_back_and_says_why() -> None:
     def broken(_: str) -> FakeBpfDatapath:
         raise DatapathError("cannot import bcc (No module named 'bcc')")
