@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bgpd.config import ClusterNode, Config
 from bgpd.config_types import Network
 from bgpd.errors import KrouteError
+from bgpd.files import write_atomic
 from ipam.allocator import ClusterPool, IpamState, usage
 from ipam.store import IpamStore
 
@@ -221,9 +222,10 @@ class ClusterState:
         blocks = await self.store.allocate_node_blocks(self.pool, self.base.node.name)
         self.blocks = tuple(blocks)
         self.store_error = ""
-        tmp = self._cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps([str(b) for b in self.blocks]))
-        tmp.replace(self._cache)
+        try:  # only a cache for starting while the store is down: never fatal
+            write_atomic(self._cache, json.dumps([str(b) for b in self.blocks]))
+        except OSError as exc:
+            log.error("event=ipam-cache-not-saved path=%s error=%r", self._cache, exc.strerror)
         log.info("event=ipam-blocks node=%s blocks=%s", self.base.node.name, self.blocks)
 
     async def _retry_allocation(self) -> None:

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from bgpd.cluster_api import add_cluster_routes
 from bgpd.config import parse_listen
 from bgpd.datapath_api import add_datapath_routes
+from bgpd.errors import KrouteError
 from bgpd.health import render as render_checks
 from bgpd.metrics import CONTENT_TYPE, render
 from bgpd.routes_view import routes_report
@@ -147,11 +148,17 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
             wait = -1.0
         if not 0 <= wait <= 3600:
             return web.json_response({"error": "wait: seconds, 0-3600"}, status=400)
-        daemon.drain(wait)
+        try:
+            daemon.drain(wait)
+        except KrouteError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"drain": daemon.drain_state, "withdrawIn": wait})
 
     async def undrain(_: web.Request) -> web.Response:
-        daemon.undrain()
+        try:
+            daemon.undrain()
+        except KrouteError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"drain": daemon.drain_state})
 
     async def reload(_: web.Request) -> web.Response:
