@@ -218,9 +218,11 @@ def test_kroute_restart_keeps_forwarding(make_lab: LabFactory) -> None:
 
     def restart() -> None:
         labmod.restart(lab, a.name, kill=False, timeout=60, say=lambda _: None)
-        # the new process reuses the pinned maps: the counters kept counting
+        # the programs never left (BGP is back before the new process has compiled)
+        assert "kroute_from_netdev" in tc_filters(a.netns, "eth0")
+        # the new process takes them over and reuses the pinned maps: counters kept counting
+        wait_until(lambda: datapath_of(a)["attached"] == before["attached"], 60, "re-attach")
         after = datapath_of(a)
-        assert after["attached"] == before["attached"]
         counters_before, counters_after = before["counters"], after["counters"]
         assert isinstance(counters_before, dict) and isinstance(counters_after, dict)
         assert counters_after["forwarded_remote"] > counters_before["forwarded_remote"]
