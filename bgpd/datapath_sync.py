@@ -147,8 +147,8 @@ class DatapathSync:
         self.host = host
         self._make_bpf = make_bpf
         self.bpf: Datapath | None = None
-        self.host_routing = "Legacy"
-        self.reason = "not started"
+        self.host_routing = "Starting"  # until `start` decided (a compile takes seconds)
+        self.reason = ""
         self._attached: dict[str, str] = {}
         self._lock = threading.Lock()
         self._started = threading.Event()
@@ -158,6 +158,12 @@ class DatapathSync:
 
     def start(self) -> None:
         """Load the programs, or fall back to kernel forwarding saying why."""
+        try:
+            self._start()
+        finally:
+            self._started.set()  # a CNI ADD waiting in add_pod gets its answer either way
+
+    def _start(self) -> None:
         bpf = self.config.datapath.bpf
         if not bpf.enabled:
             self.reason = "datapath.bpf.enabled=false"
@@ -172,12 +178,12 @@ class DatapathSync:
         if self.bpf is not None:
             self.host_routing, self.reason = "BPF", ""
         else:
+            self.host_routing = "Legacy"
             self.host.set_ip_forward(True)  # the kernel forwards pod traffic
             left = self.host.detach_programs()  # a BPF run's programs would still forward
             if left:
                 log.info("event=bpf-programs-detached interfaces=%s", ",".join(left))
         log.info("event=datapath-started host_routing=%s reason=%r", self.host_routing, self.reason)
-        self._started.set()
 
     def sync(
         self, kernel_routes: Iterable[KernelRoute], own_cidrs: Iterable[Network]
@@ -220,8 +226,8 @@ class DatapathSync:
         """kroute-cni's ADD: attach `from_pod` and map `ip` to `host_if` now. The host
         routing mode, so the plugin knows whether BPF answers the pod's ARP. Waits for
         `start` (the status socket answers while the programs still compile)."""
-        if not self._started.wait(START_WAIT):
-            raise DatapathError(f"datapath not started after {START_WAIT:g}s; retry")
+        if not self._started.wait(START_WAIT) or self.host_routing == "Starting":
+            raise DatapathError("the datapath did not start (see kroute's log); retry")
         with self._lock:
             if self.bpf is not None:
                 self._attach(host_if, "from_pod")

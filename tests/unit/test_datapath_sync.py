@@ -8,6 +8,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bgpd.config import Config, parse_config
 from bgpd.daemon import Daemon
 from bgpd.datapath_host import GatewayRoute, HostLink, HostView, StaticHost
@@ -184,6 +186,7 @@ def test_cni_add_waits_for_the_programs_to_load() -> None:
 def test_bpf_disabled_falls_back_to_kernel_forwarding() -> None:
     host = StaticHost(view())
     sync = DatapathSync(config(), host, lambda _: FakeBpfDatapath())
+    assert sync.status()["hostRouting"] == "Starting"
     sync.start()
     assert host.view.ip_forward is True
     assert sync.status()["hostRouting"] == "Legacy"
@@ -199,6 +202,17 @@ def test_legacy_start_removes_programs_a_bpf_run_left() -> None:
     host = StaticHost(view(), programs={"eth0": "from_netdev", "kr1": "from_pod"})
     DatapathSync(config(), host, None).start()
     assert host.programs == {} and host.view.ip_forward is True
+
+
+def test_a_crashed_start_answers_the_cni_with_an_error() -> None:
+    def crash(_: str) -> FakeBpfDatapath:
+        raise KeyError("bcc said something odd")
+
+    sync = DatapathSync(config(bpf={"enabled": True}), StaticHost(view()), crash)
+    with pytest.raises(KeyError):
+        sync.start()
+    with pytest.raises(DatapathError, match="did not start"):
+        sync.add_pod("10.244.1.20", "kr9")
 
 
 def test_unloadable_bpf_falls_back_and_says_why() -> None:
