@@ -137,8 +137,8 @@ class DatapathSync:
         self.host = host
         self._make_bpf = make_bpf
         self.bpf: Datapath | None = None
-        self.host_routing = "Legacy"
-        self.reason = "not started"
+        self.host_routing = "Starting"  # BPF or Legacy once `start` has run
+        self.reason = "loading the datapath"
         self._attached: dict[str, str] = {}
         self._lock = threading.Lock()
         self._started = threading.Event()
@@ -162,6 +162,7 @@ class DatapathSync:
         if self.bpf is not None:
             self.host_routing, self.reason = "BPF", ""
         else:
+            self.host_routing = "Legacy"
             self.host.set_ip_forward(True)  # the kernel forwards pod traffic
         log.info("event=datapath-started host_routing=%s reason=%r", self.host_routing, self.reason)
         self._started.set()

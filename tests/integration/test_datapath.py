@@ -23,6 +23,7 @@ from bgpd.client import call, fetch_status
 from lab import lab as labmod
 from lab.plan import NodePlan
 from tests.integration.conftest import LabFactory
+from tests.watch import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.bpf]
 
@@ -210,6 +211,8 @@ def test_kroute_restart_keeps_forwarding(make_lab: LabFactory) -> None:
 
     def restart() -> None:
         labmod.restart(lab, a.name, kill=False, timeout=60, say=lambda _: None)
+        # BGP is back; the datapath loads in the background (the old programs forward)
+        wait_for(lambda: datapath_of(a)["hostRouting"] == "BPF", 60, "the datapath loaded")
         # the new process reuses the pinned maps: the counters kept counting
         after = datapath_of(a)
         assert after["attached"] == before["attached"]
