@@ -139,6 +139,7 @@ class VxlanSpec:
     mtu: int
     mac: str
     address: ipaddress.IPv4Address | None
+    underlay_dev: str | None = None  # None: the device that holds `local`
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +202,11 @@ def pod_mtu(settings: RoutingSettings, underlay_mtu: int) -> int:
     return overlay_mtu(underlay_mtu) if settings.uses_overlay else underlay_mtu
 
 
-def vxlan_spec(settings: RoutingSettings, local: LocalNode) -> VxlanSpec | None:
-    """The device this node should hold, or None when it should hold none."""
+def vxlan_spec(
+    settings: RoutingSettings, local: LocalNode, underlay_dev: str | None = None
+) -> VxlanSpec | None:
+    """The device this node should hold, or None when it should hold none (then remove
+    it: `Overlay.remove`)."""
     if not settings.uses_overlay:
         return None
     if not isinstance(local.underlay_ip, ipaddress.IPv4Address):
@@ -217,6 +221,7 @@ def vxlan_spec(settings: RoutingSettings, local: LocalNode) -> VxlanSpec | None:
         mtu=overlay_mtu(local.underlay_mtu),
         mac=vxlan_mac(local.underlay_ip),
         address=overlay_address(local.pod_cidrs),
+        underlay_dev=underlay_dev,
     )
 
 
