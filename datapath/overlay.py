@@ -11,6 +11,11 @@ Per remote node: FDB `mac -> dst underlay_ip` (`bridge fdb replace MAC dev D dst
 permanent`) and a permanent neighbour `overlay_ip -> mac`, so no ARP crosses the overlay
 and learning stays off (flannel's scheme). Entries on the device that the plan does not
 hold are deleted: the device is kroute's alone. Everything goes through pyroute2.
+
+Order for the daemon: `sync` before reconciling routes (onlink routes need the device);
+when the result says `created`, reconcile routes with `full=True`, because routes through
+a replaced device vanished with it and the route reconciler's cache cannot know. With the
+overlay off (`vxlan_spec` is None), reconcile routes first, then `remove` the device.
 """
 
 from __future__ import annotations

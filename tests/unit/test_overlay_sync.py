@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from bgpd.errors import DatapathError
-from datapath.overlay import diff_fdb, diff_neighbours, identity_mismatch
+from datapath.overlay import Overlay, VxlanOverlay, diff_fdb, diff_neighbours, identity_mismatch
 from datapath.overlay_fake import FakeOverlay
 from datapath.overlay_plan import LocalNode, RemoteNode, RoutingSettings, overlay_peers, vxlan_spec
 
@@ -19,6 +19,7 @@ B = RemoteNode("b", V4("10.0.0.2"), (net("10.244.2.0/24"),))
 C = RemoteNode("c", V4("10.0.1.2"), (net("10.244.3.0/24"),))
 SPEC = vxlan_spec(RoutingSettings("vxlan", "always"), LOCAL)
 assert SPEC is not None
+KERNEL: type[Overlay] = VxlanOverlay  # mypy checks that the kernel one is an Overlay
 
 
 def test_fdb_diff_replaces_moved_macs_and_deletes_strays() -> None:
@@ -44,7 +45,7 @@ def test_neighbour_diff_wants_permanent_entries() -> None:
 
 
 def test_fake_follows_the_same_rules() -> None:
-    fake = FakeOverlay()
+    fake: Overlay = FakeOverlay()  # mypy: the fake is an Overlay
     assert SPEC is not None
     first = fake.sync(SPEC, overlay_peers(LOCAL, [B, C]))
     assert first.created and (first.fdb_set, first.neighbours_set) == (2, 2)
@@ -58,9 +59,9 @@ def test_fake_follows_the_same_rules() -> None:
     other = fake.sync(dataclasses.replace(SPEC, vni=9), ())
     assert other.created and other.replaced == "vni 1 != 9" and other.ifindex != first.ifindex
     assert fake.remove(SPEC.name) and not fake.remove(SPEC.name)
-    fake.fail = "boom"
+    failing = FakeOverlay(fail="boom")
     with pytest.raises(DatapathError, match="boom"):
-        fake.sync(SPEC, ())
+        failing.sync(SPEC, ())
 
 
 def test_identity_mismatch_names_each_difference() -> None:
