@@ -154,21 +154,41 @@ class PlannedRoute:
 
 
 @dataclass(frozen=True, slots=True)
-class RoutePlan:
-    """Every prefix's decision; `kernel_routes()` feeds the KernelRouteReconciler."""
+class Decision:
+    """The decision for one next-hop set, shared by every prefix that has that set."""
 
-    entries: Mapping[Network, PlannedRoute] = field(default_factory=dict)
+    path: Path
+    hops: tuple[Address, ...] = ()
+    dev: str | None = None
+    reason: str = ""
+    dropped: tuple[Address, ...] = ()
+
+
+LOCAL = Decision("local")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """Every prefix's decision; `routes` feeds the KernelRouteReconciler. Decisions are
+    shared per next-hop set, so a plan of 100k routes costs two dict entries per route."""
+
+    routes: dict[Network, KernelRoute] = field(default_factory=dict)
+    decisions: dict[Network, Decision] = field(default_factory=dict)
 
     def kernel_routes(self) -> dict[Network, KernelRoute]:
-        return {p: e.route for p, e in self.entries.items() if e.route is not None}
+        return dict(self.routes)
+
+    def entry(self, prefix: Network) -> PlannedRoute:
+        d = self.decisions[prefix]
+        return PlannedRoute(prefix, d.path, self.routes.get(prefix), d.reason, d.dropped)
 
     def unreachable(self) -> dict[Network, str]:
-        return {p: e.reason for p, e in self.entries.items() if e.path == "unreachable"}
+        return {p: d.reason for p, d in self.decisions.items() if d.path == "unreachable"}
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(("native", "overlay", "unreachable", "local"), 0)
-        for e in self.entries.values():
-            out[e.path] += 1
+        for d in self.decisions.values():
+            out[d.path] += 1
         return out
 
 
@@ -246,15 +266,6 @@ def overlay_peers(local: LocalNode, remotes: Sequence[RemoteNode]) -> tuple[Over
     return tuple(peers)
 
 
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    path: Path
-    hops: tuple[Address, ...]
-    dev: str | None
-    reason: str
-    dropped: tuple[Address, ...]
-
-
 def plan_routes(
     settings: RoutingSettings,
     local: LocalNode,
@@ -269,23 +280,23 @@ def plan_routes(
     if settings.uses_overlay:
         peers.update((p.underlay_ip, p) for p in overlay_peers(local, remotes))
     subnets = local.subnets
-    decisions: dict[tuple[Address, ...], _Decision] = {}
-    entries: dict[Network, PlannedRoute] = {}
+    by_hops: dict[tuple[Address, ...], Decision] = {}
+    routes: dict[Network, KernelRoute] = {}
+    decisions: dict[Network, Decision] = {}
     for prefix, route in desired.items():
         if route.is_blackhole or route.dev is not None:
-            entries[prefix] = PlannedRoute(prefix, "local", route)
+            routes[prefix] = route
+            decisions[prefix] = LOCAL
             continue
-        d = decisions.get(route.nexthops)
+        d = by_hops.get(route.nexthops)
         if d is None:
-            d = decisions[route.nexthops] = _decide(settings, subnets, peers, route.nexthops)
-        if d.path == "unreachable":
-            entries[prefix] = PlannedRoute(prefix, "unreachable", None, d.reason, d.dropped)
-        elif d.path == "native" and d.hops == route.nexthops:
-            entries[prefix] = PlannedRoute(prefix, "native", route)
-        else:
-            out = KernelRoute(prefix, d.hops, d.dev)
-            entries[prefix] = PlannedRoute(prefix, d.path, out, d.reason, d.dropped)
-    return RoutePlan(entries)
+            d = by_hops[route.nexthops] = _decide(settings, subnets, peers, route.nexthops)
+        decisions[prefix] = d
+        if d.path == "native" and d.hops == route.nexthops:
+            routes[prefix] = route
+        elif d.path != "unreachable":
+            routes[prefix] = KernelRoute(prefix, d.hops, d.dev)
+    return RoutePlan(routes, decisions)
 
 
 def _decide(
@@ -293,7 +304,7 @@ def _decide(
     subnets: tuple[Network, ...],
     peers: Mapping[Address, OverlayPeer],
     hops: tuple[Address, ...],
-) -> _Decision:
+) -> Decision:
     native: list[Address] = []
     overlay: list[OverlayPeer] = []
     node_native: list[OverlayPeer] = []
@@ -314,13 +325,13 @@ def _decide(
         kept = {p.underlay_ip for p in node_native}
         dropped = tuple(h for h in native if h not in kept) + tuple(off_link)
         reason = f"left out (not a cluster node): {', '.join(map(str, dropped))}" if dropped else ""
-        return _Decision("overlay", tunnels, settings.device, reason, dropped)
+        return Decision("overlay", tunnels, settings.device, reason, dropped)
     if native:
         reason = f"not on a connected subnet: {', '.join(map(str, off_link))}" if off_link else ""
-        return _Decision("native", tuple(native), None, reason, tuple(off_link))
+        return Decision("native", tuple(native), None, reason, tuple(off_link))
     if settings.uses_overlay:
         why = "neither on a connected subnet nor a cluster node reachable over the overlay"
     else:
         why = f"not on a connected subnet and routing.mode is {settings.mode} without overlay"
     reason = f"next hop {', '.join(map(str, off_link))} {why}"
-    return _Decision("unreachable", (), None, reason, tuple(off_link))
+    return Decision("unreachable", (), None, reason, tuple(off_link))

@@ -10,6 +10,7 @@ It is synchronous on purpose: the daemon runs it in an executor thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import ipaddress
 import logging
@@ -98,6 +99,7 @@ class KernelRoute:
         return f"{via} dev {self.dev} onlink" if self.dev else via
 
 
+@functools.cache  # a handful of names, checked for every overlay route built
 def valid_ifname(name: str) -> bool:
     """What the kernel accepts as an interface name (dev_valid_name)."""
     return (

@@ -165,7 +165,7 @@ def test_vxlan_cannot_reach_an_off_subnet_router() -> None:
 
 def test_mixed_ecmp_goes_all_overlay_and_leaves_routers_out() -> None:
     routes = learned(("10.96.0.1/32", (str(B.underlay_ip), str(C.underlay_ip), str(ROUTER))))
-    entry = plan_routes(CROSS, A, [B, C], routes).entries[net("10.96.0.1/32")]
+    entry = plan_routes(CROSS, A, [B, C], routes).entry(net("10.96.0.1/32"))
     assert entry.path == "overlay"
     assert entry.route == KernelRoute.via("10.96.0.1/32", "10.244.2.0", "10.244.3.0", dev=DEV)
     assert entry.dropped == (ROUTER,)
@@ -174,7 +174,7 @@ def test_mixed_ecmp_goes_all_overlay_and_leaves_routers_out() -> None:
 
 def test_native_ecmp_keeps_the_usable_hops() -> None:
     routes = learned(("10.96.0.2/32", (str(B.underlay_ip), str(C.underlay_ip))))
-    entry = plan_routes(NATIVE, A, [B, C], routes).entries[net("10.96.0.2/32")]
+    entry = plan_routes(NATIVE, A, [B, C], routes).entry(net("10.96.0.2/32"))
     assert entry.route == KernelRoute.via("10.96.0.2/32", str(B.underlay_ip))
     assert entry.dropped == (C.underlay_ip,)
 
@@ -237,10 +237,11 @@ def test_every_route_is_decided_once_and_every_programmed_hop_is_reachable(
 ) -> None:
     local, remotes, routes = topo
     plan = plan_routes(mode, local, remotes, routes)
-    assert set(plan.entries) == set(routes)
+    assert set(plan.decisions) == set(routes)
     peers = {p.overlay_ip: p for p in overlay_peers(local, remotes)}
     by_ip = {p.underlay_ip: p for p in peers.values()}
-    for prefix, entry in plan.entries.items():
+    for prefix in routes:
+        entry = plan.entry(prefix)
         route = entry.route
         if route is None:
             assert entry.path == "unreachable" and entry.reason
