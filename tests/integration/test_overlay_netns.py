@@ -297,8 +297,9 @@ def test_cross_subnet_native_on_the_subnet_vxlan_across_the_router() -> None:
         # The pod MTU is exactly what fits the overlay: 1422 + 28 = 1450 passes with DF.
         assert t.ping("a", "c", size=1422) == 3
         seen = t.counters()
-        assert seen["router_vxlan"] > 100 and seen["router_plain"] == 0, seen
-        assert seen["switch_plain"] > 100, seen  # a <-> b natively, on the switch
+        # At least the 24 pings that crossed the router (TCP counts vary with GSO).
+        assert seen["router_vxlan"] >= 24 and seen["router_plain"] == 0, seen
+        assert seen["switch_plain"] >= 12, seen  # a <-> b natively: at least the 12 pings
 
 
 def test_always_puts_the_same_subnet_neighbour_over_vxlan_too() -> None:
@@ -308,7 +309,7 @@ def test_always_puts_the_same_subnet_neighbour_over_vxlan_too() -> None:
         serve(t, "b")
         assert t.ping("a", "b") == 3 and t.tcp("a", "b") == "ok"
         seen = t.counters()
-        assert seen["switch_plain"] == 0 and seen["switch_vxlan"] > 100, seen
+        assert seen["switch_plain"] == 0 and seen["switch_vxlan"] >= 6, seen
         # Back to crossSubnet: the route moves back to native, the device stays.
         before = t.nodes["a"].overlay.state(DEV)  # type: ignore[union-attr]
         t.sync(CROSS, ["a", "b", "c"])
