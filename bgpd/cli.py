@@ -328,9 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cleanup.set_defaults(func=cmd_cleanup)
 
+    from bgpd.kube.operator_cli import register as register_operator
     from lab.cli import register
 
     register(sub)
+    register_operator(sub)
     return parser
 
 
