@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from bgpd.cli_datapath import register as register_datapath
+from bgpd.cli_datapath import status_lines
 from bgpd.client import call, socket_path
 from bgpd.config import DEFAULT_SOCKET, load_config
 from bgpd.errors import ConfigError, KrouteError
@@ -79,6 +81,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
         ),
     ]
+    lines += status_lines(status)
     for line in status.get("ipam", {}).get("usage", []):
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):
@@ -328,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cleanup.set_defaults(func=cmd_cleanup)
 
+    register_datapath(sub)
     from bgpd.kube.operator_cli import register as register_operator
     from lab.cli import register
 

@@ -26,6 +26,7 @@ from ipam.store import IpamStore
 
 if TYPE_CHECKING:
     from bgpd.daemon import Daemon
+    from bgpd.health import Heartbeat
     from bgpd.membership import Member, Membership
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,23 @@ class ClusterState:
         return effective_config(self.base, self.blocks, self.members)
 
     def follow(self, daemon: Daemon) -> None:
-        """Reconfigure `daemon` whenever the membership changes."""
+        """Reconfigure `daemon` whenever the membership changes; the `membership`
+        heartbeat beats while the watch runs (etcd outages included: it retries)."""
         if self.membership is not None:
-            self._tasks.append(asyncio.create_task(self._watch(daemon), name="membership"))
+            watch = asyncio.create_task(self._watch(daemon), name="membership")
+            self._tasks.append(watch)
+            heartbeat = daemon.health.register(
+                "membership", max(3.0 * self.base.cluster.lease_ttl, 30)
+            )
+            self._tasks.append(asyncio.create_task(self._supervise(watch, heartbeat)))
+
+    async def _supervise(self, watch: asyncio.Task[None], heartbeat: Heartbeat) -> None:
+        while not watch.done():
+            heartbeat.beat()
+            await asyncio.sleep(self.base.cluster.lease_ttl / 3)
+        error = None if watch.cancelled() else watch.exception()
+        heartbeat.failed(f"the membership watch ended: {error!r}")
+        log.error("event=membership-watch-ended error=%r", error)
 
     async def _watch(self, daemon: Daemon) -> None:
         assert self.membership is not None

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from bgpd.config_types import CIDR, Model, Network
+from bgpd.datapath_config import DatapathConfig, RoutingConfig, datapath_errors
 from bgpd.errors import ConfigError
 from bgpd.peer_config import PeerConfig
 from bgpd.store_config import EtcdConfig, IpamConfig, KubernetesConfig, LoadBalancerConfig
@@ -166,6 +167,8 @@ class Config(Model):
     etcd: EtcdConfig | None = None
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
+    routing: RoutingConfig = RoutingConfig()
+    datapath: DatapathConfig = DatapathConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> Config:
@@ -198,6 +201,9 @@ class Config(Model):
                     "cluster.nodes: with cluster.source etcd nodes come from etcd; remove it"
                 )
         errors.extend(_kubernetes_source_errors(self))
+        pool_cidrs = self.ipam.cluster_pool.cidrs if self.ipam.cluster_pool else ()
+        pod_cidrs = [*pool_cidrs, *(c for n in self.cluster.nodes for c in n.pod_cidrs)]
+        errors += datapath_errors(self.routing, self.datapath, pod_cidrs)
         if errors:
             raise ValueError("\n".join(errors))
         return self

@@ -22,9 +22,11 @@ from pathlib import Path
 from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
+from bgpd.datapath_sync import DatapathSync
 from bgpd.desired import desired_kernel_routes
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
+from bgpd.health import Health
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
 from bgpd.metrics import reconcile_histogram
 from bgpd.peer_config import PrefixKind
@@ -44,6 +46,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SpeakerFactory = Callable[[SpeakerSpec, Path, EventHandler], Speaker]
 
 RESYNC_INTERVAL = 30.0
+HEARTBEAT_TIMEOUT = 3 * RESYNC_INTERVAL  # an idle reconcile loop still runs every 30 s
 KERNEL_RETRY = 5.0  # seconds before routes the kernel refused are tried again
 DRAIN_STATES = ("none", "draining", "drained")
 
@@ -60,6 +63,13 @@ def local_facts(config: Config) -> LocalFacts:
         own_cidrs=me.pod_cidrs if me else (),
         node_addresses=(config.node.ip, *(n.ip for n in config.cluster.nodes)),
         own_address=config.node.ip,
+        pod_cidr_owners=tuple(
+            (cidr, n.ip)
+            for n in config.cluster.nodes
+            if n is not me
+            for cidr in n.pod_cidrs
+            if cidr.version == n.ip.version
+        ),
     )
 
 
@@ -88,6 +98,7 @@ class Daemon:
         config_path: str | None = None,
         cluster: ClusterState | None = None,
         loopback: LoopbackAddresses | None = None,
+        datapath: DatapathSync | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -97,6 +108,7 @@ class Daemon:
         self.rib = Rib()
         self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json")
         self.loopback = loopback or FakeLoopback()
+        self.datapath = datapath
         self._dirty = asyncio.Event()
         self.sessions = Sessions(
             resolve_peers(config),
@@ -119,8 +131,16 @@ class Daemon:
         self.adopted: dict[Network, KernelRoute] = {}
         self.ready = False
         self.last_reconcile: float | None = None
-        self.reconcile_errors = 0
         self.reconcile_duration = reconcile_histogram()
+        self.health = Health(
+            observe=lambda name, seconds: self.reconcile_duration.labels(name).observe(seconds)
+        )
+        self._beat_lb = self.health.register("lb", HEARTBEAT_TIMEOUT)
+        self._beat_advertise = self.health.register("advertisements", HEARTBEAT_TIMEOUT)
+        self._beat_kernel = self.health.register("kernel-routes", HEARTBEAT_TIMEOUT)
+        self._beat_datapath = (
+            self.health.register("datapath", HEARTBEAT_TIMEOUT) if datapath is not None else None
+        )
         self.speaker = speaker_factory(
             speaker_spec(config), Path(config.run_dir), self.handle_event
         )
@@ -175,6 +195,8 @@ class Daemon:
     async def start(self) -> None:
         """Adopt our routes from a previous run, start the speaker and the reconciler."""
         loop = asyncio.get_running_loop()
+        if self.datapath is not None:
+            await loop.run_in_executor(None, self.datapath.start)
         self.adopted = await loop.run_in_executor(
             None, functools.partial(self.reconciler.actual, refresh=True)
         )
@@ -200,6 +222,9 @@ class Daemon:
             ready()
         await self._stop.wait()
         await self.stop()
+
+    def request_reconcile(self) -> None:
+        self._dirty.set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -304,11 +329,17 @@ class Daemon:
         for ip in view.served:
             self.local_prefixes[host_prefix(ip)] = "loadBalancerIP"
 
+    @property
+    def reconcile_errors(self) -> int:
+        return sum(beat.errors for beat in self.health.heartbeats())
+
     def _advertise(self, paths: Mapping[Network, list[RibPath]]) -> None:
         """`paths` is the RIB walked once per reconcile (it is the costly part)."""
-        self._allocate_load_balancers(paths)
-        self.advertised = self.desired_advertisements(paths)
-        self.speaker.set_advertisements(self.advertised)
+        with self._beat_lb.track():
+            self._allocate_load_balancers(paths)
+        with self._beat_advertise.track():
+            self.advertised = self.desired_advertisements(paths)
+            self.speaker.set_advertisements(self.advertised)
 
     # -- kernel reconciliation -------------------------------------------------
 
@@ -316,6 +347,22 @@ class Daemon:
         assert self.config.node.ip is not None
         learned = best_next_hops(paths, exclude_next_hops=[self.config.node.ip])
         return desired_kernel_routes(self.own_cidrs, learned, self.adopted, self.local_prefixes)
+
+    async def _sync_datapath(self) -> None:
+        """BPF maps and programs follow the kernel routes just installed."""
+        if self.datapath is None or self._beat_datapath is None:
+            return
+        routes = list(self.kernel_routes.values())
+        sync = functools.partial(self.datapath.sync, routes, self.own_cidrs)
+        loop = asyncio.get_running_loop()
+        try:
+            with self._beat_datapath.track():
+                await loop.run_in_executor(None, sync)
+            self.datapath.last_error = None
+        except Exception as exc:
+            self.datapath.last_error = str(exc)
+            log.exception("event=datapath-sync-failed")
+            loop.call_later(KERNEL_RETRY, self._dirty.set)
 
     async def _reconcile_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -330,32 +377,31 @@ class Daemon:
             full = time.monotonic() - last_full >= RESYNC_INTERVAL
             if full:
                 last_full = time.monotonic()
-            started = time.monotonic()
             try:
                 paths = self.rib.paths()
                 self._advertise(paths)
-                desired = self.desired_routes(paths)
-                result = await loop.run_in_executor(
-                    None, functools.partial(self.reconciler.reconcile, desired, full=full)
-                )
+                with self._beat_kernel.track():
+                    desired = self.desired_routes(paths)
+                    result = await loop.run_in_executor(
+                        None, functools.partial(self.reconciler.reconcile, desired, full=full)
+                    )
             except Exception:
-                self.reconcile_errors += 1
                 log.exception("event=reconcile-failed")
                 await asyncio.sleep(1.0)
                 self._dirty.set()
                 continue
-            self.reconcile_duration.observe(time.monotonic() - started)
             served = self.lb.view.served if self.lb.view is not None else ()
             try:
                 await loop.run_in_executor(None, self.loopback.sync, served)
-            except OSError:
-                self.reconcile_errors += 1
+            except OSError as exc:
+                self._beat_lb.failed(f"loopback sync: {exc}")
                 log.exception("event=loopback-sync-failed")
             self.kernel_routes = desired
             self.kernel_failures = {route.prefix: error for route, error in result.failed}
             for route, error in result.failed:
                 self.kernel_routes.pop(route.prefix, None)
                 log.debug("event=route-not-installed route=%s error=%r", route, error)
+            await self._sync_datapath()
             if result.failed:
                 loop.call_later(KERNEL_RETRY, self._dirty.set)
             self.last_reconcile = self.clock()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
+from bgpd.datapath_host import NetlinkHost
+from bgpd.datapath_sync import DatapathSync
+from bgpd.sdnotify import notifier_for
 from bgpd.status import StatusServer
+from datapath.loader import BpfDatapath
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
 
@@ -30,6 +35,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         config_path=config_path,
         cluster=cluster,
         loopback=KernelLoopback(),
+        datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
     )
     cluster.follow(daemon)
     server = StatusServer(daemon)
@@ -41,9 +47,14 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         len(daemon.peers),
     )
     await server.start()
+    notifier = notifier_for(daemon)
+    notifying = asyncio.create_task(notifier.run()) if notifier is not None else None
     try:
         await daemon.run()
     finally:
+        if notifier is not None and notifying is not None:
+            notifying.cancel()
+            notifier.stopping()
         await server.stop()
         await cluster.close()
     log.info("event=stopped node=%s kernel_routes=left-in-place", config.node.name)

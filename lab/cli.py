@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lab import lab, net, nodes, rows, upstream
-from lab.plan import DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
+from lab.plan import DATAPATHS, DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
 
 EXIT_FAIL = 1
 
@@ -32,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         upstream=args.upstream,
         reflectors=args.reflectors,
         store=args.store,
+        datapath=args.datapath,
     )
     _say(f"explore: kroute lab status --name {args.name}")
     _say(f"         kroute lab exec {args.name}-n1 -- kroute peers")
@@ -205,6 +206,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="file",
         help="IPAM store: one shared file with a static node list (default), or an etcd "
         "in NAME-etcd that also carries the membership",
+    )
+    up.add_argument(
+        "--datapath",
+        choices=DATAPATHS,
+        default="bpf",
+        help="pod forwarding: kroute's eBPF programs with ip_forward=0 on the nodes "
+        "(default), or the kernel's forwarding (legacy)",
     )
     timeout(up)
     up.set_defaults(func=_guarded(cmd_up))

@@ -140,7 +140,13 @@ class KubeClusterState(ClusterState):
         return config
 
     def follow(self, daemon: Daemon) -> None:
-        self._tasks.append(asyncio.create_task(self._follow(daemon), name="kube-follow"))
+        """Reconfigure `daemon` after API changes; the `membership` heartbeat beats while
+        that runs (an API server outage included: the informers retry)."""
+        task = asyncio.create_task(self._follow(daemon), name="kube-follow")
+        self._tasks.append(task)
+        timeout = max(3.0 * self.base.cluster.lease_ttl, 30)
+        heartbeat = daemon.health.register("membership", timeout)
+        self._tasks.append(asyncio.create_task(self._supervise(task, heartbeat)))
 
     async def _follow(self, daemon: Daemon) -> None:
         assert self._changed is not None

@@ -21,6 +21,7 @@ from lab import lab as labmod
 from lab import procs
 from lab.routers.base import DaemonRouter
 from tests.integration.conftest import LabFactory
+from tests.traffic import TcpStream
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.peers]
@@ -78,7 +79,13 @@ def test_upstream_learns_every_pod_cidr_with_our_asn(make_lab: LabFactory, kind:
 
 def _restart(lab: labmod.Lab, how: str) -> None:
     node = lab.plan.nodes[1]
-    if how == "exabgp":
+    if how == "kill9-both":  # kroute and its exabgp die at the same moment
+        daemon = lab.daemons[node.name]
+        exabgp = procs.descendants(daemon)[0]
+        os.kill(exabgp.pid, signal.SIGKILL)
+        os.kill(daemon.pid, signal.SIGKILL)
+        labmod.restart(lab, node.name, kill=True, timeout=60, say=lambda _: None)
+    elif how == "exabgp":
         exabgp = procs.descendants(lab.daemons[node.name])[0]
         os.kill(exabgp.pid, signal.SIGKILL)
         wait_for(
@@ -96,6 +103,7 @@ def _restart(lab: labmod.Lab, how: str) -> None:
         ("bird", "sigterm"),
         ("bird", "kill9"),
         ("bird", "exabgp"),
+        ("bird", "kill9-both"),
         ("frr", "sigterm"),
         ("frr", "kill9"),
     ],
@@ -108,6 +116,7 @@ def test_restart_loses_no_packet_and_no_route(make_lab: LabFactory, kind: str, h
     ext_to_pod = Pinger(lab.plan.upstream.ext_ns, n2.pod_ip)
     watched = [n.netns for n in lab.plan.nodes] + [lab.plan.upstream.netns]
     watcher = RouteWatcher(watched, match=lambda line: n2.pod_cidr in line or "proto bgp" in line)
+    stream = TcpStream(n1.pod_ns, n2.pod_ns, n2.pod_ip)
     try:
         _restart(lab, how)
         time.sleep(12)  # past every stale and adoption timer (restart time 9 s)
@@ -115,7 +124,9 @@ def test_restart_loses_no_packet_and_no_route(make_lab: LabFactory, kind: str, h
         watcher.stop()
         sent, received = pod_to_pod.stop()
         ext_sent, ext_received = ext_to_pod.stop()
+        tcp = stream.stop()
     assert watcher.deleted == []
+    assert tcp.error == "" and tcp.intact and tcp.received == tcp.sent > 0, tcp
     assert received == sent, f"pod to pod lost {sent - received} of {sent}"
     assert ext_received == ext_sent, f"external to pod lost {ext_sent - ext_received} of {ext_sent}"
     assert router(lab).routes()[n2.pod_cidr] == [n2.ip]
