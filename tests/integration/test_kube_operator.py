@@ -1,8 +1,10 @@
 """`kroute operator` processes against the fake API server: IPs assigned and written to
-status, pool status, failover to the standby with no service changing its IP."""
+status, pool status, failover to the standby with no service changing its IP, and an
+API server outage longer than the Lease."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +76,12 @@ def test_failover_keeps_every_address(server: FakeApiServer, tmp_path: Path) -> 
         assert after["first"] == ["198.51.100.4"]
         lease = coord.read_namespaced_lease("kroute-operator", "kroute-system")
         assert lease.spec.lease_transitions >= 1
+
+        # The API server away for longer than the Lease: back, nothing moved, work resumes.
+        server.down()
+        time.sleep(5)
+        server.up()
+        core.create_namespaced_service("aa", service("aa", "second"))
+        wait_until(lambda: ingress(core).get("second"), 30, "an address after the outage")
+        assert {k: v for k, v in ingress(core).items() if k != "second"} == after
+        assert ingress(core)["second"] == ["198.51.100.5"]
