@@ -5,6 +5,7 @@ process; an API server outage withdraws nothing."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Iterator
 
@@ -169,3 +170,25 @@ def test_operator_assigns_agents_announce_and_pool_selector_change(cluster: Kube
         wait_for(cluster, lambda: "198.51.100.1" not in n1.kernel()
                  and f"via {n2.ip}" in n1.kernel().get("203.0.113.1", ""), 30,
                  "n1 to follow")  # fmt: skip
+
+
+def test_cluster_pool_blocks_in_the_api_server(cluster: KubeCluster) -> None:
+    cluster.ipam = {"mode": "cluster-pool", "store": "kubernetes",
+                    "clusterPool": {"cidrs": ["10.245.0.0/16"], "maskSizeV4": 24}}  # fmt: skip
+    n1, n2 = cluster.add_node(1), cluster.add_node(2)
+    core = cluster.core()
+
+    def blocks() -> dict[str, list[str]]:
+        try:
+            cm = core.read_namespaced_config_map("kroute-ipam", "kroute-system")
+        except client.ApiException:
+            return {}  # no node has allocated yet
+        return dict(json.loads(cm.data["state"])["nodeBlocks"])
+
+    wait_for(cluster, lambda: sorted(blocks()) == ["n1", "n2"], 60, "both nodes' blocks")
+    got = blocks()
+    assert sorted(b for bs in got.values() for b in bs) == ["10.245.0.0/24", "10.245.1.0/24"]
+    n1.pod_cidr, n2.pod_cidr = got["n1"][0], got["n2"][0]  # not the Nodes' spec.podCIDRs
+    wait_for(cluster, lambda: converged(cluster), 60, "routes to the store's blocks")
+    assert f"via {n2.ip}" in n1.kernel()[n2.pod_cidr]
+    assert "10.244.2.0/24" not in n1.kernel()

@@ -64,6 +64,7 @@ class KubeCluster:
     lan: str
     workdir: Path
     subnet: str  # first three octets
+    ipam: dict[str, Any] = field(default_factory=lambda: {"mode": "kubernetes"})
     agents: dict[str, Agent] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -104,7 +105,7 @@ class KubeCluster:
             "bgp": {"asn": ASN, "holdTime": 9,
                     "gracefulRestart": {"enabled": True, "restartTime": 9}},
             "cluster": {"source": "kubernetes"},
-            "ipam": {"mode": "kubernetes"},
+            "ipam": self.ipam,
             "kubernetes": {"kubeconfig": str(kubeconfig), "syncTimeout": 30},
             "status": {"listen": "", "socket": agent.socket},
             "runDir": str(run_dir),

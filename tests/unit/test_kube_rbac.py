@@ -65,17 +65,24 @@ async def until(check: Any, timeout: float = 20) -> None:
 async def test_agent_requests_are_all_allowed(tmp_path: Path) -> None:
     with fake_apiserver() as server:
         kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
+        ipam = {
+            "mode": "cluster-pool",
+            "store": "kubernetes",
+            "clusterPool": {"cidrs": ["10.244.0.0/16"]},
+        }  # uses every grant
         config = parse_config({
             "node": {"name": "n1", "ip": "10.0.0.1"}, "bgp": {"asn": 64512},
-            "cluster": {"source": "kubernetes"}, "ipam": {"mode": "kubernetes"},
+            "cluster": {"source": "kubernetes"}, "ipam": ipam,
             "kubernetes": {"kubeconfig": str(kubeconfig)}, "runDir": str(tmp_path),
         }, host_defaults=False)  # fmt: skip
         state = KubeClusterState(config)
         await state.start()
-        await until(lambda: len(used(server)) >= 10)  # five lists, five watches
+        await state.store.allocate_node_blocks(state.pool, "n2")  # the ConfigMap exists now
+        await until(lambda: len(used(server)) >= 15)  # 6 lists, 6 watches, get/create/patch
         await state.close()
         rules = rules_of("kroute-agent")
         requests = used(server)
+        assert ("", "configmaps", "patch", "kroute-ipam") in requests
         assert all(allowed(rules, *r) for r in requests), requests
         kinds = {(r[0], r[1], r[2]) for r in requests}
         granted = {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"]

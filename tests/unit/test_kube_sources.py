@@ -163,3 +163,18 @@ def test_pools_oldest_first_and_bad_ones_skipped() -> None:
     assert [d["name"] for d in docs] == ["old", "new"]
     assert any("host bits" in p for p in problems), problems
     assert [p.name for p in parse_lb_pools(docs)] == ["old", "new"]
+
+
+def test_cluster_pool_blocks_from_the_api_store_replace_node_pod_cidrs() -> None:
+    pool_base = parse_config({**BASE, "ipam": {"mode": "cluster-pool", "store": "kubernetes",
+                                               "clusterPool": {"cidrs": ["10.244.0.0/16"]}}},
+                             host_defaults=False)  # fmt: skip
+    objs = caches(nodes=[node("n1", "10.0.0.1", ["10.99.1.0/24"]), node("n2", "10.0.0.2")])
+    blocks = {"n1": ("10.244.5.0/24",), "n2": ("10.244.6.0/24",)}
+    config, _, _ = kube_effective_config(pool_base, 64512, objs, blocks)
+    assert {n.name: [str(c) for c in n.pod_cidrs] for n in config.cluster.nodes} == {
+        "n1": ["10.244.5.0/24"], "n2": ["10.244.6.0/24"]}  # fmt: skip
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**BASE, "ipam": {"mode": "static", "store": "kubernetes"}},
+                     host_defaults=False)  # fmt: skip
+    assert any("ipam.store" in line for line in exc.value.errors), exc.value.errors
