@@ -228,12 +228,20 @@ def build_result(req: Request, wiring: PodWiring, wired: Wired) -> dict[str, Any
     }
 
 
+ADD_POD_TIMEOUT = 60.0
+"""The daemon answers once its programs are compiled: 0.2-0.9 s alone, much longer on a
+loaded node that compiles several program sets at once (a container runtime's CNI
+timeout is minutes)."""
+
+
 def daemon_add_pod(socket: str, ip: str, host_if: str) -> str:
     """Ask this node's kroute to map pod `ip` to `host_if` and attach its program now;
     the host routing mode it answers ("BPF" or "Legacy")."""
     from bgpd.client import call
 
-    answer = call(socket, f"/datapath/pods?ip={ip}&hostIf={host_if}", method="POST")
+    answer = call(
+        socket, f"/datapath/pods?ip={ip}&hostIf={host_if}", method="POST", timeout=ADD_POD_TIMEOUT
+    )
     return str(answer.get("hostRouting", "")) if isinstance(answer, dict) else ""
 
 
