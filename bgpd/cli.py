@@ -19,6 +19,7 @@ from bgpd.cli_datapath import status_lines
 from bgpd.client import call, socket_path
 from bgpd.config import DEFAULT_SOCKET, load_config
 from bgpd.errors import ConfigError, KrouteError
+from bgpd.kube.status_lines import kube_status_lines
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -81,7 +82,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
         ),
     ]
-    lines += status_lines(status)
+    lines += status_lines(status) + kube_status_lines(status)
     for line in status.get("ipam", {}).get("usage", []):
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):

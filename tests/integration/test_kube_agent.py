@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
+from bgpd.cli import format_status
 from bgpd.kube.api import MERGE_PATCH
 from tests.k8s.cluster import KubeCluster, kube_cluster
 from tests.k8s.fake_apiserver import fake_apiserver
@@ -122,6 +123,7 @@ def test_loadbalancer_services_local_endpoints_and_api_outage(cluster: KubeClust
     wait_for(cluster, lambda: "unreachable" in str(n1.status().get("ipam")), 30, "n1 to notice")
     for agent in (n1, n2, n3):
         assert (agent.kernel(), agent.served()) == before[agent.name]
+    assert "Kubernetes: UNREACHABLE" in " ".join(format_status(n1.status()).split())
     # Changes made meanwhile are applied within seconds of its return.
     cluster.server.store.delete(NODES, "", "n3")
     cluster.server.up()

@@ -12,6 +12,7 @@ from bgpd.config import Config, parse_config
 from bgpd.errors import ConfigError
 from bgpd.kube.cluster import kube_effective_config
 from bgpd.kube.services import announced_service_docs, handled, pool_docs
+from bgpd.kube.status_lines import kube_status_lines
 from bgpd.lb import parse_lb_pools, parse_lb_services
 from bgpd.peers import resolve_peers
 from tests.k8s.objects import (
@@ -178,3 +179,13 @@ def test_cluster_pool_blocks_from_the_api_store_replace_node_pod_cidrs() -> None
         parse_config({**BASE, "ipam": {"mode": "static", "store": "kubernetes"}},
                      host_defaults=False)  # fmt: skip
     assert any("ipam.store" in line for line in exc.value.errors), exc.value.errors
+
+
+def test_status_lines_say_when_the_api_server_is_away() -> None:
+    watching = {"ipam": {"apiServer": {"nodes": "watching", "services": "watching"}}}
+    assert kube_status_lines(watching) == [("Kubernetes", "watching nodes, services")]
+    away = {"ipam": {"apiServer": {"nodes": "unreachable", "services": "watching"},
+                     "problems": ["node n5: no IPv4 InternalIP"]}}  # fmt: skip
+    lines = kube_status_lines(away)
+    assert lines[0][1].startswith("UNREACHABLE for nodes") and "1 objects ignored" in lines[1][1]
+    assert kube_status_lines({"ipam": {"mode": "static"}}) == []
