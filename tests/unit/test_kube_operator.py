@@ -108,8 +108,9 @@ async def test_operator_in_process_conflict_is_not_overwritten(tmp_path: Path) -
                                           _content_type=MERGE_PATCH)  # fmt: skip
             write = functools.partial(core.patch_namespaced_service_status, "www", "web")
             other = {"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}}
+            before = operator.conflicts  # (its own loop may meet 409s too, and replan)
             assert not await operator._patch("service web/www", write, stale, other)
-            assert operator.conflicts == 1
+            assert operator.conflicts > before
             assert www().status.load_balancer.ingress[0].ip == "198.51.100.1"  # not overwritten
         finally:
             task.cancel()
