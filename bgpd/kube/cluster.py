@@ -70,8 +70,11 @@ def kube_effective_config(
     extra, found = crd_peers(caches["bgppeers"].values(), me)
     problems.extend(found)
     peers = list(base.bgp.peers)
+    node_ips = {n.ip for n in listed}
     for peer in [*(me.peers if me else ()), *extra]:
-        if all(p.address != peer.address for p in peers):
+        if peer.address in node_ips:
+            problems.append(f"peer {peer.address}: a cluster node (its session is the mesh's)")
+        elif all(p.address != peer.address for p in peers):
             peers.append(peer)
     pools, found = pool_docs(caches["pools"].values())
     problems.extend(found)

@@ -16,7 +16,7 @@ from bgpd.cli import format_status
 from bgpd.kube.api import MERGE_PATCH
 from tests.k8s.cluster import KubeCluster, kube_cluster
 from tests.k8s.fake_apiserver import fake_apiserver
-from tests.k8s.objects import endpoint_slice, pool, service, with_ingress
+from tests.k8s.objects import bgp_peer, endpoint_slice, pool, service, with_ingress
 from tests.k8s.operators import operators
 from tests.k8s.store import RESOURCES
 from tests.kroute_node import wait_until
@@ -194,3 +194,21 @@ def test_cluster_pool_blocks_in_the_api_server(cluster: KubeCluster) -> None:
     wait_for(cluster, lambda: converged(cluster), 60, "routes to the store's blocks")
     assert f"via {n2.ip}" in n1.kernel()[n2.pod_cidr]
     assert "10.244.2.0/24" not in n1.kernel()
+
+
+def test_bgp_peer_objects_choose_nodes_by_label(cluster: KubeCluster) -> None:
+    n1 = cluster.add_node(1, labels={"rack": "a"})
+    n2 = cluster.add_node(2, labels={"rack": "b"})
+    wait_for(cluster, lambda: converged(cluster), 60, "the mesh")
+    router = cluster.add_router(200, 65000, [n1, n2], ["203.0.113.0/24"])
+    custom = client.CustomObjectsApi(cluster.api)
+    peer = bgp_peer("tor-a", router, 65000, {"rack": "a"})
+    peer["spec"]["import"] = {"allow": ["203.0.113.0/24"]}
+    custom.create_cluster_custom_object(GROUP, VERSION, "bgppeers", peer)
+    wait_for(cluster, lambda: f"via {router}" in n1.kernel().get("203.0.113.0/24", ""), 60,
+             "n1 (rack a) to learn the router's route")  # fmt: skip
+    assert router in n1.established()
+    assert router not in [p["address"] for p in n2.status()["peers"]]  # rack b: no session
+    custom.delete_cluster_custom_object(GROUP, VERSION, "bgppeers", "tor-a")
+    wait_for(cluster, lambda: "203.0.113.0/24" not in n1.kernel(), 60, "the peer to go")
+    assert router not in [p["address"] for p in n1.status()["peers"]]

@@ -66,6 +66,7 @@ class KubeCluster:
     subnet: str  # first three octets
     ipam: dict[str, Any] = field(default_factory=lambda: {"mode": "kubernetes"})
     agents: dict[str, Agent] = field(default_factory=dict)
+    routers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
@@ -95,6 +96,39 @@ class KubeCluster:
         if start:
             self.start(agent)
         return agent
+
+    def add_router(self, index: int, asn: int, nodes: list[Agent], routes: list[str]) -> str:
+        """A real exabgp at SUBNET.<index> peering with `nodes`, announcing `routes`."""
+        ns = self._stack.enter_context(netns(f"{self.lan[:7]}r{index}-"))
+        ip("link", "add", f"{self.lan[:8]}r{index}", "netns", self.lan, "type", "veth",
+           "peer", "eth0", "netns", ns)  # fmt: skip
+        ip("-n", self.lan, "link", "set", f"{self.lan[:8]}r{index}", "master", "br0", "up")
+        address = f"{self.subnet}.{index}"
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        static = "\n".join(f"        route {r} next-hop self;" for r in routes)
+        conf = "".join(
+            f"""neighbor {node.ip} {{
+    router-id {address};
+    local-address {address};
+    local-as {asn};
+    peer-as {ASN};
+    hold-time 9;
+    family {{ ipv4 unicast; }}
+    static {{
+{static}
+    }}
+}}
+"""
+            for node in nodes
+        )
+        path = self.workdir / f"router{index}.conf"
+        path.write_text(conf)
+        env = {"exabgp_tcp_bind": address, "exabgp_daemon_user": "root",
+               "exabgp_daemon_drop": "false", "exabgp_api_cli": "false"}  # fmt: skip
+        argv = [sys.executable, "-m", "exabgp", "server", str(path)]
+        self.routers.append(_start(argv, ns, self.workdir / f"router{index}.log", env))
+        return address
 
     def start(self, agent: Agent) -> None:
         kubeconfig = self.server.kubeconfig(self.workdir / "kubeconfig")
@@ -141,4 +175,6 @@ def kube_cluster(server: FakeApiServer, prefix: str, subnet: str) -> Iterator[Ku
         finally:
             for agent in cluster.agents.values():
                 cluster.stop(agent)
+            for router in cluster.routers:
+                _stop(router)
             cluster._stack.close()

@@ -189,3 +189,11 @@ def test_status_lines_say_when_the_api_server_is_away() -> None:
     lines = kube_status_lines(away)
     assert lines[0][1].startswith("UNREACHABLE for nodes") and "1 objects ignored" in lines[1][1]
     assert kube_status_lines({"ipam": {"mode": "static"}}) == []
+
+
+def test_a_peer_object_naming_a_cluster_node_is_ignored() -> None:
+    objs = caches(nodes=[node("n1", "10.0.0.1"), node("n2", "10.0.0.2")],
+                  bgppeers=[bgp_peer("dup", "10.0.0.2", 64512)])  # fmt: skip
+    config, _, problems = kube_effective_config(base(), 64512, objs)
+    assert config.bgp.peers == ()
+    assert any("peer 10.0.0.2: a cluster node" in p for p in problems), problems
