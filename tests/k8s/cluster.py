@@ -76,16 +76,21 @@ class KubeCluster:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
-    def add_node(self, index: int, *, start: bool = True, **node_fields: Any) -> Agent:
-        """Node `n<index>` at SUBNET.<index> with pod CIDR 10.244.<index>.0/24."""
-        name = f"n{index}"
-        ns = self._stack.enter_context(netns(f"{self.lan[:7]}n{index}-"))
-        ip("link", "add", f"{self.lan[:8]}v{index}", "netns", self.lan, "type", "veth",
-           "peer", "eth0", "netns", ns)  # fmt: skip
-        ip("-n", self.lan, "link", "set", f"{self.lan[:8]}v{index}", "master", "br0", "up")
+    def _join_lan(self, kind: str, index: int) -> tuple[str, str]:
+        """A new namespace with eth0 on the LAN bridge at SUBNET.<index>."""
+        ns = self._stack.enter_context(netns(f"{self.lan[:7]}{kind}{index}-"))
+        lan_if = f"{self.lan[:8]}{kind}{index}"
+        ip("link", "add", lan_if, "netns", self.lan, "type", "veth", "peer", "eth0", "netns", ns)
+        ip("-n", self.lan, "link", "set", lan_if, "master", "br0", "up")
         address = f"{self.subnet}.{index}"
         ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
+        return ns, address
+
+    def add_node(self, index: int, *, start: bool = True, **node_fields: Any) -> Agent:
+        """Node `n<index>` at SUBNET.<index> with pod CIDR 10.244.<index>.0/24."""
+        name = f"n{index}"
+        ns, address = self._join_lan("n", index)
         self.server.listen(ns)
         agent = Agent(name, ns, address, f"10.244.{index}.0/24", str(self.workdir / f"{name}.sock"))
         self.agents[name] = agent
@@ -99,13 +104,7 @@ class KubeCluster:
 
     def add_router(self, index: int, asn: int, nodes: list[Agent], routes: list[str]) -> str:
         """A real exabgp at SUBNET.<index> peering with `nodes`, announcing `routes`."""
-        ns = self._stack.enter_context(netns(f"{self.lan[:7]}r{index}-"))
-        ip("link", "add", f"{self.lan[:8]}r{index}", "netns", self.lan, "type", "veth",
-           "peer", "eth0", "netns", ns)  # fmt: skip
-        ip("-n", self.lan, "link", "set", f"{self.lan[:8]}r{index}", "master", "br0", "up")
-        address = f"{self.subnet}.{index}"
-        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
+        ns, address = self._join_lan("r", index)
         static = "\n".join(f"        route {r} next-hop self;" for r in routes)
         conf = "".join(
             f"""neighbor {node.ip} {{
