@@ -45,10 +45,10 @@ def test_reload_compares_with_the_file_not_the_node_object(tmp_path: Path) -> No
     )
     daemon = DaemonDouble(base, effective)
     path.write_text(yaml.safe_dump({**FILE, "bgp": {"asn": 64512, "holdTime": 30}}))
-    assert reload(daemon, path) == []  # type: ignore[arg-type]
+    assert reload(daemon, path) == []
     assert daemon.applied is not None and daemon.applied.bgp.hold_time == 30
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("{}")
     path.write_text(yaml.safe_dump({**FILE, "kubernetes": {"kubeconfig": str(kubeconfig)}}))
-    errors = reload(daemon, path)  # type: ignore[arg-type]
+    errors = reload(daemon, path)
     assert len(errors) == 1 and errors[0].startswith("kubernetes: changed")
