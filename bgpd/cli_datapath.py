@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bgpd.client import call, socket_path
-from bgpd.config import DEFAULT_SOCKET
+from bgpd.client import add_target_flags, call, target
+from bgpd.output import add_output_flag, command, render
 
 
 def host_routing(dp: dict[str, Any]) -> str:
@@ -63,21 +63,19 @@ def format_datapath(dp: dict[str, Any]) -> str:
 
 
 def cmd_datapath(args: argparse.Namespace) -> int:
-    import json
-
-    data = call(socket_path(args.socket), "/datapath")
-    print(json.dumps(data, indent=2) if args.output == "json" else format_datapath(data))
+    data = call(target(args), "/datapath")
+    print(render(data, args.output, format_datapath))
     return 0
 
 
 def register(sub: Any) -> None:
-    show = sub.add_parser(
+    show = command(
+        sub,
         "datapath",
-        help="eBPF programs per interface, map fill, counters (or why the kernel forwards)",
-        description="Example: kroute datapath -o json",
+        "eBPF programs per interface, map fill, counters (or why the kernel forwards)",
+        "kroute datapath",
+        "kroute datapath -o json --address 10.0.0.5:9479",
     )
-    show.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    show.add_argument(
-        "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
-    )
+    add_output_flag(show)
+    add_target_flags(show, read_only=True)
     show.set_defaults(func=cmd_datapath)

@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 from bgpd.config_types import CIDR, Model, Network
 from bgpd.datapath_config import DatapathConfig, RoutingConfig, datapath_errors
 from bgpd.errors import ConfigError
+from bgpd.logging_setup import LogConfig
 from bgpd.peer_config import PeerConfig
 from bgpd.store_config import EtcdConfig, IpamConfig, KubernetesConfig, LoadBalancerConfig
 from ipam.allocator import ClusterPool
@@ -169,6 +170,7 @@ class Config(Model):
     kubernetes: KubernetesConfig = KubernetesConfig()
     routing: RoutingConfig = RoutingConfig()
     datapath: DatapathConfig = DatapathConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> Config:

@@ -24,8 +24,10 @@ from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.datapath_sync import DatapathSync
 from bgpd.desired import desired_kernel_routes
+from bgpd.errors import KrouteError
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
+from bgpd.files import write_atomic
 from bgpd.health import Health
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
 from bgpd.metrics import reconcile_histogram
@@ -282,7 +284,15 @@ class Daemon:
             return
         self._set_drain_state("draining")
         loop = asyncio.get_running_loop()
-        self._drain_timer = loop.call_later(wait, self._set_drain_state, "drained")
+        self._drain_timer = loop.call_later(wait, self._drained)
+
+    def _drained(self) -> None:
+        try:
+            self._set_drain_state("drained")
+        except KrouteError as exc:  # withdraw all the same: the operator asked for it
+            log.error("event=drain-state-not-saved error=%r", str(exc))
+            self.drain_state = "drained"
+            self._dirty.set()
 
     def undrain(self) -> None:
         if self._drain_timer is not None:
@@ -291,10 +301,17 @@ class Daemon:
         self._set_drain_state("none")
 
     def _set_drain_state(self, state: str) -> None:
+        """Record first (a restarted kroute stays drained), then act: a state that
+        cannot be recorded is refused with the reason, and nothing changes."""
+        try:
+            write_atomic(self._drain_file, state + "\n")
+        except OSError as exc:
+            raise KrouteError(
+                f"drain: cannot record the drain state in {self._drain_file}: {exc.strerror}; "
+                "free space or fix permissions in runDir, then retry"
+            ) from None
         log.info("event=drain-state state=%s", state)
         self.drain_state = state
-        self._drain_file.parent.mkdir(parents=True, exist_ok=True)
-        self._drain_file.write_text(state + "\n")  # a restarted kroute stays drained
         self._dirty.set()
 
     def _load_drain_state(self) -> str:

@@ -216,7 +216,10 @@ class DaemonCollector(Collector):
             age.add_metric([beat.name], max(now - since, 0.0))
             healthy.add_metric([beat.name], int(beat.liveness(now).ok))
         yield from (errors, age, healthy)
-        yield from self._daemon.reconcile_duration.collect()
+        for histogram in self._daemon.reconcile_duration.collect():
+            # the text format would show `_created` as a gauge family of its own
+            histogram.samples = [s for s in histogram.samples if not s.name.endswith("_created")]
+            yield histogram
 
     def _speaker(self) -> Iterator[Metric]:
         info = self._daemon.speaker.info()

@@ -34,6 +34,7 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "routing": lambda c: c.routing,
     "datapath": lambda c: c.datapath,
     "kubernetes": lambda c: c.kubernetes,
+    "log.format": lambda c: c.log.format,
 }
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bgpd.cluster_api import add_cluster_routes
 from bgpd.config import parse_listen
 from bgpd.datapath_api import add_datapath_routes
+from bgpd.errors import KrouteError
 from bgpd.health import render as render_checks
 from bgpd.metrics import CONTENT_TYPE, render
 from bgpd.routes_view import routes_report
@@ -102,6 +104,15 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+@web.middleware
+async def _read_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The TCP listener: GET (and HEAD) only, whatever routes other modules add."""
+    if request.method not in ("GET", "HEAD"):
+        error = "this listener is read-only; change the node over its unix socket"
+        return web.json_response({"error": error}, status=405, headers={"Allow": "GET, HEAD"})
+    return await handler(request)
+
+
 def build_app(daemon: Daemon, *, control: bool) -> web.Application:
     """The read-only API; with `control` (the root-only unix socket) also the POST
     endpoints that change the node (drain, undrain)."""
@@ -137,11 +148,17 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
             wait = -1.0
         if not 0 <= wait <= 3600:
             return web.json_response({"error": "wait: seconds, 0-3600"}, status=400)
-        daemon.drain(wait)
+        try:
+            daemon.drain(wait)
+        except KrouteError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"drain": daemon.drain_state, "withdrawIn": wait})
 
     async def undrain(_: web.Request) -> web.Response:
-        daemon.undrain()
+        try:
+            daemon.undrain()
+        except KrouteError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"drain": daemon.drain_state})
 
     async def reload(_: web.Request) -> web.Response:
@@ -150,7 +167,7 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
             return web.json_response({"error": "; ".join(errors), "errors": errors}, status=400)
         return web.json_response({"reloaded": True, "peers": len(daemon.peers)})
 
-    app = web.Application()
+    app = web.Application(middlewares=[] if control else [_read_only])
     add_cluster_routes(app, daemon, control=control)
     add_datapath_routes(app, daemon, control=control)
     app.router.add_get("/status", status)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,11 @@ def node_with_injectors(
     *,
     env: dict[str, str] | None = None,
     wrapper: tuple[str, ...] = (),
+    edit: Callable[[dict[str, Any], Path], None] | None = None,
 ) -> Iterator[NodeUnderTest]:
     """A kroute node peering with `peers` (bgp.peers entries), the injectors answering.
-    `env` is added to kroute's environment; `wrapper` runs before it (e.g. setpriv)."""
+    `env` is added to kroute's environment; `wrapper` runs before it (e.g. setpriv);
+    `edit(config, workdir)` changes the config before kroute starts."""
     with (
         netns("krn-") as node_ns,
         netns("kri-") as inj_ns,
@@ -148,6 +150,8 @@ def node_with_injectors(
             "status": {"listen": "", "socket": str(workdir / "kroute.sock")},
             "runDir": str(workdir),
         }
+        if edit is not None:
+            edit(config, workdir)
         (workdir / "kroute.yaml").write_text(yaml.safe_dump(config))
         procs = []
         try:

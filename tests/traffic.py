@@ -1,13 +1,16 @@
 """Long-lived traffic between test namespaces, to prove a fault lost nothing.
 
-`TcpStream` keeps one TCP connection busy from a client namespace to a server
-namespace (a paced stream of numbered bytes) until stopped, then reports what the
-client sent and what the server received intact, and whether the connection broke.
+`Pinger` pings every 20 ms and counts what was lost. `TcpStream` keeps one TCP
+connection busy from a client namespace to a server namespace (a paced stream of
+numbered bytes) until stopped, then reports what the client sent and what the server
+received intact, and whether the connection broke.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -108,3 +111,24 @@ class TcpStream:
             intact=server["intact"],
             error=client["error"] or server["error"],
         )
+
+
+class Pinger:
+    """A continuous ping (every 20 ms) from one namespace; counts what was lost."""
+
+    def __init__(self, ns: str, target: str) -> None:
+        self._proc = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{ns}", "ping", "-n", "-i", "0.02", target],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(0.5)
+
+    def stop(self) -> tuple[int, int]:
+        """(sent, received)."""
+        self._proc.send_signal(signal.SIGINT)
+        out, _ = self._proc.communicate(timeout=10)
+        match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert match, out
+        return int(match.group(1)), int(match.group(2))

@@ -12,14 +12,16 @@ import socket
 from aiohttp import web
 
 from bgpd.config import parse_listen
+from bgpd.output import command
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = command(
+        subparsers,
         "operator",
-        help="assign LoadBalancer IPs in Kubernetes (leader-elected)",
-        description="Example: kroute operator --namespace kroute-system "
-        "(in a pod: service account credentials; else --kubeconfig)",
+        "assign LoadBalancer IPs in Kubernetes (one leader per cluster, by Lease)",
+        "kroute operator                      # in a pod: its service account",
+        "kroute operator --kubeconfig ~/.kube/config --identity laptop --health ''",
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster)")
     parser.add_argument(

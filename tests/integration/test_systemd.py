@@ -5,12 +5,14 @@ WATCHDOG_USEC pointing at a datagram socket this test owns."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,7 +107,7 @@ def test_notify_protocol_and_least_capabilities(notify: NotifySocket) -> None:
         assert notify.lines().count("READY=1") == 1
 
 
-CAP_BITS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAP_BITS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_BPF": 39}
 
 
 def effective_capabilities(pid: int) -> int:
@@ -128,3 +130,24 @@ def kroute_pid(workdir: Path) -> int:
     )
     (pid,) = status.stdout.split()
     return int(pid)
+
+
+@pytest.mark.bpf
+def test_the_bpf_datapath_runs_with_the_units_capabilities(tmp_path: Path) -> None:
+    """bcc compiles, loads, pins and attaches kroute's programs with CAP_BPF
+    and CAP_NET_ADMIN alone: the unit needs neither CAP_SYS_ADMIN nor CAP_PERFMON."""
+    pin_dir = Path("/sys/fs/bpf") / f"kroute-caps-{tmp_path.name[-10:]}"
+
+    def bpf(config: dict[str, Any], _: Path) -> None:
+        config["datapath"] = {"bpf": {"enabled": True, "pinDir": str(pin_dir)}}
+
+    try:
+        with node_with_injectors([INJECTOR], PEERS, wrapper=setpriv(), edit=bpf) as node:
+            wait_until(lambda: node.status()["ready"], 60, "the first reconcile")
+            wait_until(lambda: node.status()["datapath"]["hostRouting"] == "BPF", 60, "BPF routing")
+            datapath = node.status()["datapath"]
+            assert datapath["lastError"] is None
+            assert datapath["attached"], datapath  # programs on the node's interfaces
+            assert any(pin_dir.iterdir())  # maps pinned
+    finally:
+        shutil.rmtree(pin_dir, ignore_errors=True)

@@ -7,7 +7,6 @@ Each test builds its own lab (unique name) with `--upstream`, removed in teardow
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ from lab import lab as labmod
 from lab import procs
 from lab.routers.base import DaemonRouter
 from tests.integration.conftest import LabFactory
-from tests.traffic import TcpStream
+from tests.traffic import Pinger, TcpStream
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.peers]
@@ -35,27 +34,6 @@ def router(lab: labmod.Lab) -> DaemonRouter:
     found = lab.router()
     assert found is not None
     return found
-
-
-class Pinger:
-    """A continuous ping (every 20 ms) from one namespace; counts what was lost."""
-
-    def __init__(self, ns: str, target: str) -> None:
-        self._proc = subprocess.Popen(
-            ["nsenter", f"--net=/var/run/netns/{ns}", "ping", "-n", "-i", "0.02", target],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        time.sleep(0.5)
-
-    def stop(self) -> tuple[int, int]:
-        """(sent, received)."""
-        self._proc.send_signal(signal.SIGINT)
-        out, _ = self._proc.communicate(timeout=10)
-        match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        assert match, out
-        return int(match.group(1)), int(match.group(2))
 
 
 @pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])

@@ -8,9 +8,11 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bgpd.cluster import ClusterState
 from bgpd.daemon import Daemon
 from bgpd.errors import KrouteError
 from bgpd.health import Check, Health, render
+from bgpd.membership import FakeMembership
 from bgpd.status import build_app
 from datapath.routes import FakeKernelRoutes, RouteChanges
 from tests.unit import test_metrics
@@ -176,3 +178,19 @@ async def test_a_reconciler_that_keeps_failing_fails_livez_with_its_error(
     assert "[-]kernel-routes failed: no completed run for 1000s (limit 90s); " in body
     assert "last error: OSError: netlink socket closed" in body
     assert daemon.reconcile_errors == kernel.errors
+
+
+async def test_membership_beats_while_its_watch_runs(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon()
+    cluster = ClusterState(daemon.config)
+    cluster.membership = FakeMembership()
+    cluster.follow(daemon)
+    try:
+        beat = next(b for b in daemon.health.heartbeats() if b.name == "membership")
+        assert beat.timeout == 30  # 3 x leaseTTL (10 s), at least 30 s
+        assert await settle(lambda: beat.last_beat is not None)
+        cluster._tasks[0].cancel()  # the watch dies
+        assert await settle(lambda: beat.errors == 1, timeout=5)
+        assert beat.last_error.startswith("the membership watch ended")
+    finally:
+        await cluster.close()

@@ -18,7 +18,7 @@ from prometheus_client.samples import Sample
 from bgpd.cluster import ClusterState
 from bgpd.config import parse_config
 from bgpd.daemon import Daemon
-from bgpd.metrics import registry_for
+from bgpd.metrics import add_collector, registry_for
 from bgpd.status import build_app
 from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
@@ -130,6 +130,7 @@ async def test_metrics_follow_sessions_routes_and_drain(make_daemon: MakeDaemon)
 
     assert all(name.startswith("kroute_") for name in types), sorted(types)
     assert all(name.startswith("kroute_") for name, _ in samples)
+    assert "_created" not in text  # no creation-time series, in any family
     assert {name for name, kind in types.items() if kind == "counter"} == {
         "kroute_bgp_updates_received",
         "kroute_bgp_routes_rejected",
@@ -240,3 +241,22 @@ def test_one_registry_per_daemon_and_not_the_global_one(
     assert registry_for(daemon) is not registry_for(other)
     assert REGISTRY.get_sample_value("kroute_build_info", {"version": "0.1.0"}) is None
     assert registry_for(daemon).get_sample_value("kroute_exabgp_up") == 0
+
+
+async def test_other_modules_add_their_own_families(make_daemon: MakeDaemon) -> None:
+    """The hook the datapath uses for its counters: scraped with everything else."""
+    from prometheus_client.core import CounterMetricFamily
+
+    class Datapath:
+        def collect(self) -> Any:
+            yield CounterMetricFamily(
+                "kroute_datapath_packets_forwarded", "Packets the programs forwarded.", value=7
+            )
+
+    daemon = await make_daemon()
+    add_collector(daemon, Datapath())
+    text = await scrape(daemon)
+    _, samples = parse(text)
+    assert value(samples, "kroute_datapath_packets_forwarded_total") == 7
+    assert value(samples, "kroute_exabgp_up") == 1
+    promtool_check(text)
