@@ -5,6 +5,7 @@ relies on (least privilege, no privileged pod, the config file passing check-con
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,12 @@ def test_containerfile_copies_what_exists_and_install_step_is_executable() -> No
     lines = (repo / "Containerfile").read_text().splitlines()
     sources = [p for line in lines if line.startswith("COPY ") for p in line.split()[1:-1]]
     assert sources and all((repo / p).exists() for p in sources), sources
+    # the image installs a wheel (not editable): every package must be listed
+    listed = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {str(p.parent.relative_to(repo)).replace("/", ".")
+             for top in listed["packages"] if "." not in top
+             for p in (repo / top).rglob("__init__.py")}  # fmt: skip
+    assert found <= set(listed["packages"]), found - set(listed["packages"])
     assert (ROOT / "install-cni.sh").stat().st_mode & 0o111
     assert "/opt/kroute/install-cni.sh" in by_kind("DaemonSet")["spec"]["template"]["spec"][
         "initContainers"][0]["command"]  # fmt: skip
