@@ -147,8 +147,8 @@ class DatapathSync:
         self.host = host
         self._make_bpf = make_bpf
         self.bpf: Datapath | None = None
-        self.host_routing = "Starting"  # until `start` decided (a compile takes seconds)
-        self.reason = ""
+        self.host_routing = "Starting"  # BPF or Legacy once `start` has run
+        self.reason = "loading the datapath"
         self._attached: dict[str, str] = {}
         self._lock = threading.Lock()
         self._started = threading.Event()
