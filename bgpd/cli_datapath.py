@@ -29,6 +29,15 @@ def status_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
     if not dp:
         return []
     lines = [("Host Routing", host_routing(dp)), ("Masquerading", masquerading(dp))]
+    routing = status.get("routing")
+    if routing and routing["mode"] != "native":
+        text = f"{routing['mode']} (overlay {routing['overlay']})"
+        counts = routing.get("routes")
+        if counts:
+            text += ": " + ", ".join(
+                f"{counts[k]} {k}" for k in ("native", "overlay", "unreachable") if k in counts
+            )
+        lines.append(("Routing", text))
     if dp.get("lastError"):
         lines.append(("Datapath", "SYNC FAILING: " + str(dp["lastError"])))
     return lines

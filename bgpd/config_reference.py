@@ -113,7 +113,8 @@ MEANINGS = {
     "`loadBalancerClass`",
     "kubernetes.syncTimeout": "seconds to wait for the first list of nodes and services",
     "routing": "how pod traffic crosses nodes (see the README's datapath section)",
-    "routing.mode": "`native` or `vxlan` (the overlay is not built yet)",
+    "routing.mode": "`native` (routes as BGP learned them) or `vxlan` (through kroute.vxlan "
+    "as `routing.overlay` says)",
     "routing.overlay": "`never`, `crossSubnet`, `always` (default `always` in vxlan); only "
     "with `mode: vxlan`",
     "routing.nativeRoutingCIDR": "IPv4 network reached without NAT; must contain the pod "

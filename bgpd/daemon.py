@@ -31,6 +31,7 @@ from bgpd.files import write_atomic
 from bgpd.health import Health
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
 from bgpd.metrics import reconcile_histogram
+from bgpd.overlay_sync import OverlayRouting
 from bgpd.peer_config import PrefixKind
 from bgpd.peers import own_cluster_id, resolve_peers
 from bgpd.policy import LocalFacts
@@ -101,6 +102,7 @@ class Daemon:
         cluster: ClusterState | None = None,
         loopback: LoopbackAddresses | None = None,
         datapath: DatapathSync | None = None,
+        routing: OverlayRouting | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -111,6 +113,7 @@ class Daemon:
         self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json")
         self.loopback = loopback or FakeLoopback()
         self.datapath = datapath
+        self.routing = routing
         self._dirty = asyncio.Event()
         self.sessions = Sessions(
             resolve_peers(config),
@@ -419,6 +422,9 @@ class Daemon:
                 self._advertise(paths)
                 with self._beat_kernel.track():
                     desired = self.desired_routes(paths)
+                    if self.routing is not None:  # native or over the VXLAN overlay
+                        plan = functools.partial(self.routing.apply, self.config, desired)
+                        desired = await loop.run_in_executor(None, plan)
                     result = await loop.run_in_executor(
                         None, functools.partial(self.reconciler.reconcile, desired, full=full)
                     )

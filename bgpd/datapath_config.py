@@ -4,7 +4,7 @@
       mode: native            # native | vxlan
       overlay: crossSubnet    # vxlan only: never | crossSubnet | always (default always)
       nativeRoutingCIDR: 10.0.0.0/8
-      vxlan: {vni: 1, port: 8472}
+      vxlan: {vni: 1, port: 4789}
     datapath:
       bpf: {enabled: true, pinDir: /sys/fs/bpf/kroute}
       masquerade: {enabled: true, interfaces: [eth0], portRange: 32768-65535}
@@ -29,7 +29,7 @@ IFNAME_MAX = 15
 
 class VxlanConfig(Model):
     vni: int = Field(default=1, ge=1, le=16777215, strict=True)
-    port: int = Field(default=8472, ge=1, le=65535, strict=True)
+    port: int = Field(default=4789, ge=1, le=65535, strict=True)  # IANA's VXLAN port
 
 
 class RoutingConfig(Model):
@@ -42,7 +42,7 @@ class RoutingConfig(Model):
     vxlan: VxlanConfig | None = None
 
     @property
-    def effective_overlay(self) -> str:
+    def effective_overlay(self) -> Literal["never", "crossSubnet", "always"]:
         """The overlay in force: `never` in native mode, `always` when vxlan leaves it unset."""
         if self.mode == "native":
             return "never"

@@ -82,6 +82,8 @@ def desired_remote_routes(
     """({prefix: RemoteRoute}, prefixes left to the kernel stack and why)."""
     out: dict[ipaddress.IPv4Network, RemoteRoute] = {}
     skipped: list[str] = []
+    kernel_routes = list(kernel_routes)
+    onlink = {r.prefix: r.dev for r in kernel_routes if r.dev is not None}
     learned = [
         GatewayRoute(
             ipaddress.IPv4Network(r.prefix), tuple(ipaddress.IPv4Address(h) for h in r.nexthops)
@@ -93,6 +95,9 @@ def desired_remote_routes(
         if route.prefix in out:
             continue  # kroute's own route wins over a static one for the same prefix
         device = device_for(route.gateways, view.connected)
+        if route.prefix in onlink:  # through the VXLAN overlay: the route names its device
+            link = view.by_name(onlink[route.prefix])
+            device = link.index if link is not None else None
         if device is None:
             hops = ",".join(map(str, route.gateways))
             skipped.append(f"{route.prefix}: next hop {hops} not on one connected subnet")

@@ -11,11 +11,13 @@ from bgpd.config import Config
 from bgpd.daemon import Daemon
 from bgpd.datapath_host import NetlinkHost
 from bgpd.datapath_sync import DatapathSync
+from bgpd.overlay_sync import OverlayRouting
 from bgpd.sdnotify import notifier_for
 from bgpd.status import StatusServer
 from datapath.loader import BpfDatapath
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
+from datapath.overlay import VxlanOverlay
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         cluster=cluster,
         loopback=KernelLoopback(),
         datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
+        routing=OverlayRouting(VxlanOverlay),
     )
     cluster.follow(daemon)
     server = StatusServer(daemon)

@@ -101,6 +101,7 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "adoptedRoutesPending": len(adopted),
         "reconcileErrors": daemon.reconcile_errors,
         "datapath": daemon.datapath.status() if daemon.datapath is not None else None,
+        "routing": daemon.routing.status(config) if daemon.routing is not None else None,
     }
 
 

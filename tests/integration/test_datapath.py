@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -303,3 +304,47 @@ def test_switching_a_node_to_legacy_removes_its_programs(make_lab: LabFactory) -
     assert datapath_of(a)["hostRouting"] == "Legacy"
     assert "kroute_from_netdev" in tc_filters(b.netns, "eth0")
     assert pings(a, b.pod_ip) == 3 and pings(b, a.pod_ip) == 3
+
+
+def test_vxlan_always_carries_pods_through_the_overlay_with_forwarding_off(
+    make_lab: LabFactory,
+) -> None:
+    """routing.mode vxlan, overlay always, on both nodes (a restart each): the routes to
+    the other node's pods move onto kroute.vxlan (`via OVERLAY_IP dev kroute.vxlan
+    onlink`), the BPF maps follow, and pods talk with forwarding off. etcd membership:
+    it tells every node the others' pod CIDRs, which give their overlay addresses."""
+    lab = make_lab(2, store="etcd")
+    a, b = lab.plan.nodes
+    for node in (a, b):
+        config = Path(node.config_path)
+        data = yaml.safe_load(config.read_text())
+        data["routing"].update({"mode": "vxlan", "overlay": "always"})
+        config.write_text(yaml.safe_dump(data))
+        labmod.stop_node(lab, node, signal.SIGTERM, say=lambda _: None)
+        labmod.start_daemon(lab, node)
+    for node, other in ((a, b), (b, a)):
+        wait_until(
+            lambda n=node, o=other: "dev kroute.vxlan" in route_to(n, o.pod_cidr),
+            60,
+            f"{node.name}: {other.pod_cidr} over the overlay",
+        )
+        wait_until(lambda n=node: datapath_of(n)["hostRouting"] == "BPF", 60, "BPF loaded")
+    vxlan_index = json.loads(sh(a.netns, "ip", "-j", "link", "show", "kroute.vxlan"))[0]["ifindex"]
+    wait_until(
+        lambda: remote_items(a).get(b.pod_cidr, {}).get("ifindex") == vxlan_index,
+        60,
+        "node a's map routing node b's pods to kroute.vxlan",
+    )
+    assert pings(a, b.pod_ip) == 3 and pings(b, a.pod_ip) == 3
+    assert tcp_transfer(a, b.pod_ns, b.pod_ip) == a.pod_ip
+    assert sh(a.netns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"
+    assert "Routing:       vxlan (overlay always): 0 native, 1 overlay" in kroute_cli(a, "status")
+
+
+def route_to(node: NodePlan, prefix: str) -> str:
+    return sh(node.netns, "ip", "route", "show", prefix)
+
+
+def remote_items(node: NodePlan) -> dict[str, dict[str, object]]:
+    maps = datapath_of(node).get("maps")
+    return maps["remote_routes"]["items"] if isinstance(maps, dict) else {}  # type: ignore[no-any-return]
