@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bgpd.config import Config
+from bgpd.errors import KrouteError
 from datapath.overlay import Overlay, OverlaySync
 from datapath.overlay_plan import (
     LocalNode,
@@ -85,8 +86,11 @@ class OverlayRouting:
         if settings.mode == "native":
             if not self._cleaned:
                 self._cleaned = True
-                if self.overlay.remove(settings.device):
-                    log.info("event=overlay-device-removed dev=%s", settings.device)
+                try:  # best effort: native routing must not depend on it
+                    if self.overlay.remove(settings.device):
+                        log.info("event=overlay-device-removed dev=%s", settings.device)
+                except (KrouteError, OSError) as exc:
+                    log.warning("event=overlay-cleanup-failed error=%r", str(exc))
             self.plan = None
             return dict(desired)
         assert config.node.ip is not None
