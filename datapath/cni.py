@@ -251,6 +251,18 @@ def daemon_remove_pod(socket: str, ip: str) -> None:
     call(socket, f"/datapath/pods/remove?ip={ip}", method="POST")
 
 
+def node_underlay_mtu(config: Config) -> int:
+    """The MTU of the device holding this node's IP (what VXLAN packets leave by)."""
+    from datapath.overlay import VxlanOverlay
+
+    assert config.node.ip is not None
+    overlay = VxlanOverlay()
+    try:
+        return overlay.underlay(config.node.ip).mtu
+    finally:
+        overlay.close()
+
+
 @dataclass(frozen=True)
 class Deps:
     """Where config, store, netlink and the daemon come from; unit tests pass fakes."""
@@ -260,6 +272,7 @@ class Deps:
     network: Callable[[], PodNetwork]
     add_to_datapath: Callable[[str, str, str], str] = daemon_add_pod
     remove_from_datapath: Callable[[str, str], None] = daemon_remove_pod
+    underlay_mtu: Callable[[Config], int] = node_underlay_mtu
 
 
 def real_deps() -> Deps:
@@ -288,10 +301,22 @@ class Plugin:
             )
         return pool
 
-    def wiring(self, addresses: tuple[IPAddress, ...]) -> PodWiring:
+    async def pod_mtu(self) -> int:
+        """The network config's MTU, lowered to the overlay's when pods' packets may be
+        encapsulated (routing.mode vxlan with an overlay): underlay MTU - 50."""
+        from bgpd.overlay_sync import routing_settings
+        from datapath.overlay_plan import overlay_mtu
+
+        mtu = self.req.conf.mtu
+        if routing_settings(self.config).uses_overlay:
+            underlay = await asyncio.to_thread(self.deps.underlay_mtu, self.config)
+            mtu = min(mtu, overlay_mtu(underlay))
+        return mtu
+
+    def wiring(self, addresses: tuple[IPAddress, ...], mtu: int) -> PodWiring:
         req = self.req
         host = host_ifname(req.container_id, req.ifname)
-        return PodWiring(host, req.netns, req.ifname, addresses, req.conf.mtu, not self.bpf)
+        return PodWiring(host, req.netns, req.ifname, addresses, mtu, not self.bpf)
 
     async def held(self) -> dict[int, IPAddress]:
         """The addresses this pod interface holds now, by family (read only)."""
@@ -324,7 +349,7 @@ class Plugin:
             await self.store.allocate_pod_ip(pool, self.node, req.container_id, req.ifname, f)
             for f in pool.families()
         ]
-        wiring = self.wiring(tuple(addresses))
+        wiring = self.wiring(tuple(addresses), await self.pod_mtu())
         host = wiring.host_if
         try:
             wired = await asyncio.to_thread(self.net.add, wiring)
@@ -386,7 +411,7 @@ class Plugin:
                 f"on node {self.node}",
                 "ADD was not run, or DEL released it",
             )
-        wiring = self.wiring(tuple(held[f] for f in sorted(held)))
+        wiring = self.wiring(tuple(held[f] for f in sorted(held)), await self.pod_mtu())
         problems = await asyncio.to_thread(self.net.check, wiring)
         prev = self.req.conf.prev_result
         if prev is not None:

@@ -289,3 +289,22 @@ def test_legacy_add_keeps_kernel_forwarding_on_the_veth(world: World) -> None:
     assert world.call("ADD")[0] == 0
     (wiring,) = world.net.links.values()
     assert wiring.kernel_forwarding is True
+
+
+def test_overlay_lowers_the_pod_mtu_to_the_underlay_minus_vxlan(tmp_path: Path) -> None:
+    world = World(tmp_path, [str(V4)])
+    routing = {"mode": "vxlan", "overlay": "crossSubnet"}
+    world.config = world.config.model_copy(
+        update={"routing": world.config.routing.model_validate(routing)}
+    )
+    plain = world.deps
+
+    def deps() -> Deps:
+        d = plain()
+        return Deps(d.load_config, d.make_store, d.network, underlay_mtu=lambda _: 1500)
+
+    world.deps = deps  # type: ignore[method-assign]
+    assert world.call("ADD", mtu=9000)[0] == 0
+    (wiring,) = world.net.links.values()
+    assert wiring.mtu == 1450
+    assert world.call("CHECK")[0] == 0  # CHECK expects the same lowered MTU
