@@ -140,6 +140,7 @@ class Daemon:
         self._beat_lb = self.health.register("lb", HEARTBEAT_TIMEOUT)
         self._beat_advertise = self.health.register("advertisements", HEARTBEAT_TIMEOUT)
         self._beat_kernel = self.health.register("kernel-routes", HEARTBEAT_TIMEOUT)
+        self._datapath_started: asyncio.Future[None] | None = None
         self._beat_datapath = (
             self.health.register("datapath", HEARTBEAT_TIMEOUT) if datapath is not None else None
         )
@@ -198,7 +199,12 @@ class Daemon:
         """Adopt our routes from a previous run, start the speaker and the reconciler."""
         loop = asyncio.get_running_loop()
         if self.datapath is not None:
-            await loop.run_in_executor(None, self.datapath.start)
+            # Compiling takes seconds on a busy node: BGP must not wait for it, or a
+            # restart outlasts the peers' graceful-restart time. The pinned programs
+            # keep forwarding meanwhile; datapath syncs start once it is loaded.
+            started = loop.run_in_executor(None, self.datapath.start)
+            started.add_done_callback(self._datapath_loaded)
+            self._datapath_started = started
         self.adopted = await loop.run_in_executor(
             None, functools.partial(self.reconciler.actual, refresh=True)
         )
@@ -365,10 +371,24 @@ class Daemon:
         learned = best_next_hops(paths, exclude_next_hops=[self.config.node.ip])
         return desired_kernel_routes(self.own_cidrs, learned, self.adopted, self.local_prefixes)
 
+    def _datapath_loaded(self, started: asyncio.Future[None]) -> None:
+        error = None if started.cancelled() else started.exception()
+        if error is not None:
+            log.error("event=datapath-start-failed error=%r", error)
+            if self._beat_datapath is not None:
+                self._beat_datapath.failed(f"datapath start failed: {error!r}")
+        self._dirty.set()
+
     async def _sync_datapath(self) -> None:
         """BPF maps and programs follow the kernel routes just installed."""
         if self.datapath is None or self._beat_datapath is None:
             return
+        started = self._datapath_started
+        if started is None or not started.done():
+            self._beat_datapath.beat()  # still loading: nothing to sync yet
+            return
+        if started.cancelled() or started.exception() is not None:
+            return  # failed at start (logged; /livez reports it)
         routes = list(self.kernel_routes.values())
         sync = functools.partial(self.datapath.sync, routes, self.own_cidrs)
         loop = asyncio.get_running_loop()
