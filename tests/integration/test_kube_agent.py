@@ -217,3 +217,16 @@ def test_bgp_peer_objects_choose_nodes_by_label(cluster: KubeCluster) -> None:
     custom.delete_cluster_custom_object(GROUP, VERSION, "bgppeers", "tor-a")
     wait_for(cluster, lambda: "203.0.113.0/24" not in n1.kernel(), 60, "the peer to go")
     assert router not in [p["address"] for p in n1.status()["peers"]]
+
+
+def test_route_reflector_from_the_node_annotation(cluster: KubeCluster) -> None:
+    cluster.mesh = "none"  # only reflectors and their clients peer
+    reflector = {"kroute.io/route-reflector-cluster-id": "10.255.0.1"}
+    n1 = cluster.add_node(1, annotations=reflector)
+    n2, n3 = cluster.add_node(2), cluster.add_node(3)
+    wait_for(cluster, lambda: n1.established() == sorted([n2.ip, n3.ip]), 60, "n1 to reflect")
+    assert [p["address"] for p in n2.status()["peers"]] == [n1.ip]  # clients: no mesh
+    assert n1.status()["routeReflectorClusterId"] == "10.255.0.1"
+    # n3's pod CIDR reaches n2 through the reflector, next hop kept
+    wait_for(cluster, lambda: f"via {n3.ip}" in n2.kernel().get(n3.pod_cidr, ""), 60,
+             "n3's route reflected to n2")  # fmt: skip
