@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -77,6 +78,9 @@ def test_nodes_added_and_removed_peers_and_routes_follow(cluster: KubeCluster) -
     assert sorted(row["name"] for row in n1.get("/nodes")["nodes"]) == ["n1", "n2"]
 
 
+API_OUTAGE = 60.0
+
+
 def test_loadbalancer_services_local_endpoints_and_api_outage(cluster: KubeCluster) -> None:
     n1, n2, n3 = (cluster.add_node(i) for i in (1, 2, 3))
     wait_for(cluster, lambda: converged(cluster), 60, "the mesh")
@@ -121,6 +125,7 @@ def test_loadbalancer_services_local_endpoints_and_api_outage(cluster: KubeClust
     before = {a.name: (a.kernel(), a.served()) for a in (n1, n2, n3)}
     cluster.server.down()
     wait_for(cluster, lambda: "unreachable" in str(n1.status().get("ipam")), 30, "n1 to notice")
+    time.sleep(API_OUTAGE)  # a minute without the API server (issue: reliability)
     for agent in (n1, n2, n3):
         assert (agent.kernel(), agent.served()) == before[agent.name]
     assert "Kubernetes: UNREACHABLE" in " ".join(format_status(n1.status()).split())
@@ -212,3 +217,16 @@ def test_bgp_peer_objects_choose_nodes_by_label(cluster: KubeCluster) -> None:
     custom.delete_cluster_custom_object(GROUP, VERSION, "bgppeers", "tor-a")
     wait_for(cluster, lambda: "203.0.113.0/24" not in n1.kernel(), 60, "the peer to go")
     assert router not in [p["address"] for p in n1.status()["peers"]]
+
+
+def test_route_reflector_from_the_node_annotation(cluster: KubeCluster) -> None:
+    cluster.mesh = "none"  # only reflectors and their clients peer
+    reflector = {"kroute.io/route-reflector-cluster-id": "10.255.0.1"}
+    n1 = cluster.add_node(1, annotations=reflector)
+    n2, n3 = cluster.add_node(2), cluster.add_node(3)
+    wait_for(cluster, lambda: n1.established() == sorted([n2.ip, n3.ip]), 60, "n1 to reflect")
+    assert [p["address"] for p in n2.status()["peers"]] == [n1.ip]  # clients: no mesh
+    assert n1.status()["routeReflectorClusterId"] == "10.255.0.1"
+    # n3's pod CIDR reaches n2 through the reflector, next hop kept
+    wait_for(cluster, lambda: f"via {n3.ip}" in n2.kernel().get(n3.pod_cidr, ""), 60,
+             "n3's route reflected to n2")  # fmt: skip
