@@ -139,7 +139,13 @@ def main() -> int:
         ratio = bpf[key] / legacy[key] if legacy[key] else float("nan")
         print(f"{key:<24}{bpf[key]:>12.2f}{legacy[key]:>12.2f}{ratio:>12.2f}")
         record(
-            "datapath", key, "", bpf[key], "kernel forwarding", legacy[key], higher_is_better=True
+            "datapath",
+            key,
+            "",
+            bpf[key],
+            baseline_name="kernel forwarding",
+            baseline=legacy[key],
+            higher_is_better=True,
         )
     return 0
 
