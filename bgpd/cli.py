@@ -155,7 +155,7 @@ def format_pools(data: list[dict[str, Any]]) -> str:
         for p in data
     ]
     if not rows:
-        return "No LoadBalancer pools (loadBalancer.pools in the config)."
+        return "No LoadBalancer pools (kroute pool apply, or loadBalancer.pools in the config)."
     headers = ["NAME", "DISABLED", "CONFLICTING", "IPS AVAILABLE", "IPS USED", "AGE"]
     return _table(headers, rows)
 
@@ -172,7 +172,7 @@ def format_services(data: list[dict[str, Any]]) -> str:
         for s in data
     ]
     if not rows:
-        return "No LoadBalancer services (loadBalancer.services in the config)."
+        return "No LoadBalancer services (kroute service apply, or loadBalancer.services)."
     return _table(["SERVICE", "IPS", "POLICY", "ANNOUNCED BY", "WHY"], rows)
 
 
@@ -328,8 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cleanup.set_defaults(func=cmd_cleanup)
 
+    from bgpd.cli_lb import register as register_lb
     from lab.cli import register
 
+    register_lb(sub)
     register(sub)
     return parser
 

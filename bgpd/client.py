@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 from bgpd.config import DEFAULT_SOCKET
-from bgpd.errors import KrouteError
+from bgpd.errors import ConfigError, KrouteError
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -29,11 +29,18 @@ def socket_path(arg: str | None) -> str:
     return arg or os.environ.get("KROUTE_SOCKET") or DEFAULT_SOCKET
 
 
-def call(path: str, endpoint: str, method: str = "GET", timeout: float = 5.0) -> Any:
-    """One request to the daemon on the unix socket `path`; the decoded JSON answer."""
+def call(
+    path: str, endpoint: str, method: str = "GET", timeout: float = 5.0, body: Any = None
+) -> Any:
+    """One request to the daemon on the unix socket `path` (`body` sent as JSON); the
+    decoded JSON answer. HTTP 422 (invalid input) raises ConfigError with its lines."""
     conn = _UnixHTTPConnection(path, timeout)
     try:
-        conn.request(method, endpoint)
+        if body is None:
+            conn.request(method, endpoint)
+        else:
+            headers = {"Content-Type": "application/json"}
+            conn.request(method, endpoint, json.dumps(body).encode(), headers)
         response = conn.getresponse()
         body = response.read()
     except OSError as exc:
@@ -47,6 +54,8 @@ def call(path: str, endpoint: str, method: str = "GET", timeout: float = 5.0) ->
         data = json.loads(body)
     except ValueError:
         data = None
+    if response.status == 422 and isinstance(data, dict) and data.get("errors"):
+        raise ConfigError([str(line) for line in data["errors"]])
     if response.status != 200:
         detail = data.get("error") if isinstance(data, dict) else None
         raise KrouteError(

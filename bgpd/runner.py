@@ -8,6 +8,7 @@ from pathlib import Path
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
+from bgpd.lb_store import make_lb_store
 from bgpd.status import StatusServer
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
@@ -26,6 +27,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         config_path=config_path,
         cluster=cluster,
         loopback=KernelLoopback(),
+        lb_store=make_lb_store(config),
     )
     cluster.follow(daemon)
     server = StatusServer(daemon)

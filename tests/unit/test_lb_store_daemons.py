@@ -1,0 +1,113 @@
+"""Pools and services from the cluster store in running daemons: two daemons (node-a and
+node-b) share one in-memory store; changes arrive through the control API as
+`kroute pool|service apply|delete` sends them."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bgpd.config import parse_config
+from bgpd.daemon import Daemon
+from bgpd.lb_store import MemoryLbStore
+from bgpd.status import build_app
+from datapath.loopback import FakeLoopback
+from datapath.routes import FakeKernelRoutes
+from tests.unit.conftest import FakeSpeaker, cluster_data, settle
+from tests.unit.test_daemon import stop_bounded
+
+BLUE = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
+WWW = {"namespace": "web", "name": "www", "nodes": ["node-a", "node-b"]}
+CONFIG_POOL = {
+    "name": "red",
+    "blocks": [{"cidr": "203.0.113.0/29"}],
+    "serviceSelector": {"matchLabels": {"color": "red"}},
+}
+
+
+@pytest.fixture
+async def pair(
+    tmp_path: Path, fake_speaker_class: type[FakeSpeaker]
+) -> AsyncIterator[tuple[Daemon, Daemon, MemoryLbStore]]:
+    store = MemoryLbStore()
+    daemons = []
+    for name in ("node-a", "node-b"):
+        data = cluster_data(tmp_path / name)
+        data["node"]["name"] = name
+        data["loadBalancer"] = {"pools": [CONFIG_POOL]}
+        daemon = Daemon(
+            parse_config(data, host_defaults=True),
+            FakeKernelRoutes(),
+            speaker_factory=fake_speaker_class,
+            loopback=FakeLoopback(),
+            lb_store=store,
+        )
+        await daemon.start()
+        daemons.append(daemon)
+    yield daemons[0], daemons[1], store
+    for daemon in daemons:
+        await stop_bounded(daemon)
+
+
+async def post(daemon: Daemon, path: str, body: Any = None) -> tuple[int, Any]:
+    async with TestClient(TestServer(build_app(daemon, control=True))) as client:
+        response = await client.post(path, json=body)
+        return response.status, await response.json()
+
+
+def served(daemon: Daemon) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    return daemon.lb.view.served if daemon.lb.view is not None else ()
+
+
+async def test_apply_on_one_node_is_served_by_both_and_delete_withdraws(pair: Any) -> None:
+    a, b, store = pair
+    assert await post(a, "/pools/apply", {"pools": [BLUE]}) == (
+        200,
+        {"changes": {"blue": "created"}},
+    )
+    status, answer = await post(b, "/services/apply", {"services": [WWW]})
+    assert status == 200 and answer == {"changes": {"web/www": "created"}}
+    ip = ipaddress.ip_address("198.51.100.1")
+    prefix = ipaddress.ip_network(f"{ip}/32")
+    for daemon in (a, b):
+        assert await settle(lambda d=daemon: served(d) == (ip,), timeout=5)
+        assert await settle(lambda d=daemon: d.local_prefixes.get(prefix) == "loadBalancerIP")
+        assert await settle(lambda d=daemon: d.loopback.addresses == {ip})  # type: ignore[attr-defined]
+    assert store.document.assignments.assignments == {"web/www": (ip,)}
+    assert await post(a, "/pools/delete?name=blue") == (200, {"changes": {"blue": "deleted"}})
+    for daemon in (a, b):
+        assert await settle(lambda d=daemon: served(d) == (), timeout=5)
+        assert await settle(lambda d=daemon: d.loopback.addresses == set())  # type: ignore[attr-defined]
+    assert store.document.assignments.assignments == {}
+
+
+async def test_refusals_change_nothing(pair: Any) -> None:
+    a, _, store = pair
+    bad = {"name": "bad", "blocks": [{"cidr": "10.0.0.1/24"}]}
+    status, answer = await post(a, "/pools/apply", {"pools": [BLUE, bad]})
+    assert status == 422
+    assert answer["errors"] == [
+        "pool bad.blocks[0].cidr: '10.0.0.1/24' has host bits set; use 10.0.0.0/24"
+    ]
+    status, answer = await post(a, "/pools/apply", {"pools": [{**CONFIG_POOL}]})
+    assert status == 422 and "read-only" in answer["errors"][0]
+    assert (await post(a, "/pools/delete?name=red"))[0] == 409
+    assert (await post(a, "/services/delete?name=web/nope"))[0] == 404
+    assert (await post(a, "/pools/apply", {"nothing": 1}))[0] == 422
+    assert store.document.pools == {} and store.document.services == {}
+
+
+async def test_pools_show_config_and_store_pools_with_the_store_age(pair: Any) -> None:
+    a, b, _ = pair
+    await post(a, "/pools/apply", {"pools": [BLUE]})
+    async with TestClient(TestServer(build_app(b, control=False))) as client:
+        assert await settle(lambda: b.lb.view is not None and len(b.lb.view.round.pools) == 2)
+        rows = await (await client.get("/pools")).json()
+        assert [(r["name"], r["source"]) for r in rows] == [("blue", "store"), ("red", "config")]
+        assert all(0 <= r["age"] < 60 for r in rows)
+        assert (await client.post("/pools/apply", json={"pools": [BLUE]})).status == 404
