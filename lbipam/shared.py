@@ -199,6 +199,24 @@ def _without(
     return {k: v for k, v in objects.items() if k != name}
 
 
+_PARSED: dict[tuple[str, str], Any] = {}  # (path, document as JSON) -> value; values are frozen
+_PARSED_MAX = 200_000
+
+
+def _parsed(parse: Any, doc: Mapping[str, Any], path: str, errors: list[str]) -> Any:
+    """`parse(doc, path, errors)`, remembered: a round re-reads every stored document,
+    and parsing 10,000 services costs several times the allocation itself."""
+    key = (path, json.dumps(doc, sort_keys=True))
+    if key not in _PARSED:
+        found: list[str] = []
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = (parse(doc, path, found), found)
+    value, found = _PARSED[key]
+    errors.extend(found)
+    return value
+
+
 @dataclass(frozen=True)
 class Round:
     """One allocation over the document: the new document to write (equal to the old
@@ -236,7 +254,7 @@ def allocation_round(
             problems.append(f"pool {name}: the config file's pool of that name is used")
             continue
         errors: list[str] = []
-        pool = pool_from_doc(stored.doc, f"pool {name}", errors)
+        pool = _parsed(pool_from_doc, stored.doc, f"pool {name}", errors)
         if pool is None:
             problems.extend(errors)
         else:
@@ -245,7 +263,7 @@ def allocation_round(
     keys = {s.key for s in services}
     for key, doc in sorted(state.services.items()):
         errors = []
-        svc = None if key in keys else service_from_doc(doc, f"service {key}", errors)
+        svc = None if key in keys else _parsed(service_from_doc, doc, f"service {key}", errors)
         problems.extend(errors)
         if svc is not None:
             services.append(svc)
