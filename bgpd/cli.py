@@ -83,6 +83,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):
         lines.append(("IPAM store", "UNREACHABLE: " + status["ipam"]["storeError"]))
+    if status.get("loadBalancer", {}).get("storeError"):
+        lines.append(("LB store", "UNREACHABLE: " + status["loadBalancer"]["storeError"]))
     if status["adoptedRoutesPending"]:
         lines.append(
             (

@@ -125,8 +125,9 @@ class LoadBalancers:
         """Make `done` (from the store, or from the cache at start) the current view."""
         for key, ips in done.result.revoked.items():
             log.info("event=lb-revoked service=%s ips=%s", key, ",".join(map(str, ips)))
-        for problem in done.problems:
-            log.warning("event=lb-document-skipped problem=%r", problem)
+        if self.view is None or done.problems != self.view.round.problems:
+            for problem in done.problems:
+                log.warning("event=lb-document-skipped problem=%r", problem)
         if done.document != self.cached:
             self.cached = done.document
             _write_atomic(self._cache, done.document.to_json())

@@ -97,6 +97,10 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "kernelRoutes": routes,
         "adoptedRoutesPending": len(adopted),
         "reconcileErrors": daemon.reconcile_errors,
+        "loadBalancer": {
+            "store": daemon.lb_sync.store.name,
+            "storeError": daemon.lb_sync.store_error,
+        },
     }
 
 

@@ -14,10 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bgpd.config import parse_config
 from bgpd.daemon import Daemon
-from bgpd.lb_store import MemoryLbStore
-from bgpd.status import build_app
+from bgpd.lb_store import LbStoreError, MemoryLbStore
+from bgpd.status import build_app, status_report
 from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
+from lbipam import LbState
+from lbipam.shared import LbDocument, apply_pools, apply_services
 from tests.unit.conftest import FakeSpeaker, cluster_data, settle
 from tests.unit.test_daemon import stop_bounded
 
@@ -111,3 +113,39 @@ async def test_pools_show_config_and_store_pools_with_the_store_age(pair: Any) -
         assert [(r["name"], r["source"]) for r in rows] == [("blue", "store"), ("red", "config")]
         assert all(0 <= r["age"] < 60 for r in rows)
         assert (await client.post("/pools/apply", json={"pools": [BLUE]})).status == 404
+
+
+class DownStore(MemoryLbStore):
+    """A store that cannot be reached (etcd down): every transaction fails."""
+
+    name = "down"
+
+    async def transact(self, step: Any) -> Any:
+        raise LbStoreError("LB-IPAM store: etcd is unreachable at http://192.0.2.1:2379")
+
+
+async def test_an_unreachable_store_keeps_what_the_node_served(
+    tmp_path: Path, fake_speaker_class: type[FakeSpeaker]
+) -> None:
+    """A node restarted while the store is down announces what it served before."""
+    data = cluster_data(tmp_path)
+    cache = LbDocument(assignments=LbState({"web/www": (ipaddress.ip_address("198.51.100.1"),)}))
+    cache, _ = apply_pools(cache, [BLUE], 1.0, {})
+    cache, _ = apply_services(cache, [WWW], {})
+    (tmp_path / "lbipam.json").write_text(cache.to_json())
+    daemon = Daemon(
+        parse_config(data, host_defaults=True),
+        FakeKernelRoutes(),
+        speaker_factory=fake_speaker_class,
+        loopback=FakeLoopback(),
+        lb_store=DownStore(),
+    )
+    await daemon.start()
+    try:
+        assert await settle(lambda: bool(daemon.lb_sync.store_error), timeout=5)
+        assert served(daemon) == (ipaddress.ip_address("198.51.100.1"),)
+        report = status_report(daemon)["loadBalancer"]
+        assert report == {"store": "down", "storeError": daemon.lb_sync.store_error}
+        assert "etcd is unreachable" in report["storeError"]
+    finally:
+        await stop_bounded(daemon)
