@@ -75,10 +75,11 @@ class LbSync:
             self._wanted.clear()
             try:
                 done = await self.store.transact(self.lb.round_step(self._clock()))
-            except KrouteError as exc:
+            except Exception as exc:  # the rounds must outlive any one failure
                 failures += 1
                 if self.store_error != str(exc):
-                    log.error("event=lb-store-failed store=%s error=%s", self.store.name, exc)
+                    log.error("event=lb-store-failed store=%s error=%s", self.store.name, exc,
+                              exc_info=not isinstance(exc, KrouteError))  # fmt: skip
                 self.store_error = str(exc)
                 await asyncio.sleep(min(RETRY_MAX, 0.5 * 2 ** min(failures, 5)))
                 self._wanted.set()

@@ -65,6 +65,14 @@ def test_pool_and_service_applied_with_the_cli(
                  f"{node.name} to see the service")  # fmt: skip
     ages = {round(p["created"], 3) for n in lab.plan.nodes for p in call(n.socket_path, "/pools")}
     assert len(ages) == 1
+    green = {"name": "green", "blocks": [{"start": "198.51.100.8", "stop": "198.51.100.40"}]}
+    assert kroute("pool", "apply", "-f", write(tmp_path / "g.json", green),
+                  "--socket", n2.socket_path) == 0  # fmt: skip
+
+    def conflicts() -> dict[str, Any]:
+        return {p["name"]: p["conflictingWith"] for p in call(n3.socket_path, "/pools")}
+
+    wait_for(lambda: conflicts() == {"blue": None, "green": "blue"}, 15, "green to conflict")
     routes = call(n3.socket_path, "/status")["kernelRoutes"]
     assert not any(r["prefix"] == prefix for r in routes)  # n3 leaves it to the upstream
 
@@ -92,6 +100,12 @@ def test_pool_and_service_applied_with_the_cli(
 
     assert kroute("pool", "delete", "blue", "--socket", n2.socket_path) == 0
     wait_for(lambda: not upstream_hops(lab, prefix), 30, "the route to go")
+    # green no longer overlaps an older pool: it serves now (web/a and web/b sort first)
+    moved = "198.51.100.10/32"
+    wait_for(lambda: service_ips(n1.socket_path)["web/www"] == ["198.51.100.10"], 15, "green")
+    wait_for(lambda: upstream_hops(lab, moved) == sorted([n1.ip, n2.ip]), 30, "green's hops")
+    assert kroute("pool", "delete", "green", "--socket", n3.socket_path) == 0
+    wait_for(lambda: not upstream_hops(lab, moved), 30, "green's route to go")
     reasons = {s["service"]: s["reasons"] for s in call(n1.socket_path, "/services")}
     assert any("NoMatchingPool" in r for r in reasons["web/www"]), reasons
     assert kroute("pool", "delete", "blue", "--socket", n2.socket_path) == 1
