@@ -172,3 +172,39 @@ async def test_a_corrupt_document_is_refused_never_reset(etcd: EtcdServer, tmp_p
             assert kv.value == b"{broken"
     finally:
         await store.close()
+
+
+@pytest.mark.etcd
+async def test_rounds_and_watch_survive_an_etcd_restart(etcd: EtcdServer, tmp_path: Path) -> None:
+    watcher, writer = (
+        EtcdLbStore(EtcdAccess((etcd.endpoint,))),
+        EtcdLbStore(EtcdAccess((etcd.endpoint,))),
+    )
+    seen = 0
+
+    async def count() -> None:
+        nonlocal seen
+        async for _ in watcher.changes():
+            seen += 1
+
+    task = asyncio.create_task(count())
+    try:
+        await writer.transact(lambda d: apply_pools(d, [POOL], 1.0, {}))
+        etcd.kill()
+        await asyncio.sleep(2)  # the watch hits a dead etcd
+        assert not task.done()
+        etcd.start()
+        before = seen
+        lb = node(tmp_path, "n1")
+        await writer.transact(lambda d: apply_services(d, [{"namespace": "a", "name": "b"}], {}))
+        await round_on(lb, writer)
+        async with asyncio.timeout(30):
+            while seen <= before:
+                await asyncio.sleep(0.05)
+        assert lb.view is not None and lb.view.result.services["a/b"].ips
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watcher.close()
+        await writer.close()
