@@ -239,12 +239,13 @@ def allocation_round(
     in_use: Iterable[Network],
     now: float,
 ) -> Round:
-    """Allocate over config pools and services plus the applied ones. Config pools get
-    their first-seen time from the document (stamped `now` when new, in file order);
+    """Allocate over config pools and services plus the applied ones. Config pools
+    without `created` get their first-seen time from the document (stamped `now` when
+    new, in file order);
     a Cluster service without `nodes` is served by `every_node`."""
     config_pools = tuple(config_pools)
-    seen = {
-        p.name: state.pools_seen.get(p.name, now + i * CONFIG_ORDER_STEP)
+    seen = {  # an explicit `created` (a Kubernetes creationTimestamp) is kept as it is
+        p.name: p.created or state.pools_seen.get(p.name, now + i * CONFIG_ORDER_STEP)
         for i, p in enumerate(config_pools)
     }
     pools = [replace(p, created=seen[p.name]) for p in config_pools]

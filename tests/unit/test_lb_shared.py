@@ -115,6 +115,15 @@ def test_config_pools_are_stamped_once_in_file_order() -> None:
     assert later.document.pools_seen["red"] == 50.0
 
 
+def test_an_explicit_creation_time_wins_over_first_seen() -> None:
+    """Pools from the Kubernetes API carry their creationTimestamp as `created`."""
+    old = {"name": "zz-old", "blocks": [{"cidr": "198.51.100.0/29"}], "created": 5.0}
+    new = {"name": "aa-new", "blocks": [{"cidr": "198.51.100.0/30"}], "created": 9.0}
+    done = round_(LbDocument(), now=50.0, config_pools=[new, old])
+    assert done.result.pools["aa-new"].conflicting_with == "zz-old"
+    assert [p.created for p in done.pools] == [9.0, 5.0]
+
+
 def test_a_config_service_shadows_an_applied_one_of_the_same_name() -> None:
     doc, _ = apply_pools(LbDocument(), [BLUE], 10.0, {})
     doc, _ = apply_services(doc, [{**WWW, "nodes": ["n2"]}], {})
