@@ -35,6 +35,7 @@ bench: setup
 	$(VENV)/python bench/convergence.py
 	$(VENV)/python bench/ipam.py
 	$(VENV)/python bench/lbipam.py
+	$(VENV)/python bench/datapath.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache *.egg-info

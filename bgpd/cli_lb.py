@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from bgpd.client import call, socket_path
-from bgpd.config import DEFAULT_SOCKET
+from bgpd.client import add_target_flags, call, target
 from bgpd.errors import ConfigError
+from bgpd.output import command
 
 EXIT_OK = 0
 
@@ -49,7 +49,7 @@ def _report(kind: str, answer: dict[str, Any]) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     field = f"{args.kind}s"
     docs = read_documents(args.file)
-    answer = call(socket_path(args.socket), f"/{field}/apply", "POST", body={field: docs})
+    answer = call(target(args), f"/{field}/apply", "POST", body={field: docs})
     return _report(args.kind, answer)
 
 
@@ -57,34 +57,39 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if args.kind == "service" and args.name.count("/") != 1:
         raise ConfigError([f"{args.name}: write the service as NAMESPACE/NAME"])
     query = urllib.parse.urlencode({"name": args.name})
-    answer = call(socket_path(args.socket), f"/{args.kind}s/delete?{query}", "POST")
+    answer = call(target(args), f"/{args.kind}s/delete?{query}", "POST")
     return _report(args.kind, answer)
 
 
 def register(sub: Any) -> None:
     """Add `pool` and `service` to the `kroute` subcommands."""
-    for kind, example, name_help in (
-        ("pool", "kroute pool apply -f blue.yaml", "pool name"),
-        ("service", "kroute service apply -f www.yaml", "NAMESPACE/NAME"),
+    for kind, name, example in (
+        ("pool", "blue", "blue.yaml"),
+        ("service", "web/www", "www.yaml"),
     ):
-        parser = sub.add_parser(kind, help=f"LoadBalancer {kind}s in the cluster store")
-        actions = parser.add_subparsers(dest=f"{kind}_command", required=True, metavar="ACTION")
-        apply = actions.add_parser(
+        group = command(
+            sub,
+            kind,
+            f"LoadBalancer {kind}s in the cluster store (apply, delete)",
+            f"kroute {kind} apply -f {example}",
+            f"kroute {kind} delete {name}",
+        )
+        actions = group.add_subparsers(dest=f"{kind}_command", required=True, metavar="ACTION")
+        apply = command(
+            actions,
             "apply",
-            help=f"create or replace {kind}s from a YAML/JSON file",
-            description=f"Example: {example} (one document, a list, or several)",
+            f"create or replace {kind}s from a YAML/JSON file (one, a list, or several)",
+            f"kroute {kind} apply -f {example}",
         )
         apply.add_argument("-f", "--file", required=True, help="YAML or JSON file")
         apply.set_defaults(func=cmd_apply, kind=kind)
-        delete = actions.add_parser(
+        delete = command(
+            actions,
             "delete",
-            help=f"delete a {kind} from the cluster store",
-            description=f"Example: kroute {kind} delete "
-            + ("blue" if kind == "pool" else "web/www"),
+            f"delete a {kind} from the cluster store (its addresses are withdrawn)",
+            f"kroute {kind} delete {name}",
         )
-        delete.add_argument("name", help=name_help)
+        delete.add_argument("name", help="NAMESPACE/NAME" if kind == "service" else "pool name")
         delete.set_defaults(func=cmd_delete, kind=kind)
         for action in (apply, delete):
-            action.add_argument(
-                "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
-            )
+            add_target_flags(action, read_only=False)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bgpd.config_types import Network
+from bgpd.files import write_atomic
 from lbipam import LbState, Pool, Result, Service, advertisements, parse_pools
 from lbipam import parse_services as parse_service_docs
 from lbipam.shared import LbDocument, Round, allocation_round
@@ -130,7 +131,10 @@ class LoadBalancers:
                 log.warning("event=lb-document-skipped problem=%r", problem)
         if done.document != self.cached:
             self.cached = done.document
-            _write_atomic(self._cache, done.document.to_json())
+            try:
+                write_atomic(self._cache, done.document.to_json())
+            except OSError as exc:  # only the cache: the store holds the truth
+                log.error("event=lb-cache-not-saved path=%s error=%r", self._cache, exc)
         announcers = advertisements(done.result, done.services)
         served = tuple(ip for ip, nodes in announcers.items() if self.node in nodes)
         self.view = LbView(done, served, announcers)
@@ -160,10 +164,3 @@ class LoadBalancers:
         except ValueError as exc:
             log.error("event=lb-cache-unreadable path=%s error=%r", self._cache, exc)
             return LbDocument()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

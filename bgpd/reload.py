@@ -31,6 +31,9 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "ipam": lambda c: c.ipam,
     "cluster.source": lambda c: c.cluster.source,
     "etcd": lambda c: c.etcd,
+    "routing": lambda c: c.routing,
+    "datapath": lambda c: c.datapath,
+    "log.format": lambda c: c.log.format,
 }
 
 

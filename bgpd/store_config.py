@@ -81,12 +81,20 @@ class IpamConfig(Model):
                 "ipam.clusterPool: required with ipam.mode cluster-pool; "
                 "set clusterPool.cidrs (and maskSizeV4/maskSizeV6)"
             )
-        if self.mode == "kubernetes":
-            raise ValueError(
-                "ipam.mode: kubernetes is not built yet (it comes with the Kubernetes source); "
-                "use static or cluster-pool"
-            )
         return self
+
+
+class KubernetesConfig(Model):
+    """How to reach the API server (`cluster.source: kubernetes`)."""
+
+    kubeconfig: str | None = None  # None: the pod's service account (in-cluster)
+    default_load_balancer_class: bool = Field(default=True, alias="defaultLoadBalancerClass")
+    sync_timeout: int = Field(default=60, ge=1, le=3600, strict=True, alias="syncTimeout")
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _kubeconfig(cls, value: str | None) -> str | None:
+        return _readable(value)
 
 
 class LoadBalancerConfig(Model):

@@ -114,29 +114,39 @@ async def test_restart_keeps_every_address(stores: StoreFactory, tmp_path: Path)
     assert restarted.view.round.document.assignments == before
 
 
+class Counted:
+    """Counts what a store's `changes()` yields, in a task."""
+
+    def __init__(self, store: LbStore) -> None:
+        self.seen = 0
+        self.task = asyncio.create_task(self._count(store))
+
+    async def _count(self, store: LbStore) -> None:
+        async for _ in store.changes():
+            self.seen += 1
+
+    async def reach(self, count: int, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while self.seen < count:
+                assert not self.task.done(), self.task
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
 @pytest.mark.etcd
 async def test_watch_reports_changes_made_elsewhere(stores: StoreFactory) -> None:
     watcher, writer = stores(), stores()
-    seen = 0
-
-    async def count() -> None:
-        nonlocal seen
-        async for _ in watcher.changes():
-            seen += 1
-
-    task = asyncio.create_task(count())
+    counted = Counted(watcher)
     try:
-        async with asyncio.timeout(10):
-            while seen < 1:
-                await asyncio.sleep(0.05)
+        await counted.reach(1)
         await writer.transact(lambda d: apply_pools(d, [POOL], 1.0, {}))
-        async with asyncio.timeout(10):
-            while seen < 2:
-                await asyncio.sleep(0.05)
+        await counted.reach(2)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await counted.stop()
 
 
 @pytest.mark.etcd
@@ -180,31 +190,20 @@ async def test_rounds_and_watch_survive_an_etcd_restart(etcd: EtcdServer, tmp_pa
         EtcdLbStore(EtcdAccess((etcd.endpoint,))),
         EtcdLbStore(EtcdAccess((etcd.endpoint,))),
     )
-    seen = 0
-
-    async def count() -> None:
-        nonlocal seen
-        async for _ in watcher.changes():
-            seen += 1
-
-    task = asyncio.create_task(count())
+    counted = Counted(watcher)
     try:
         await writer.transact(lambda d: apply_pools(d, [POOL], 1.0, {}))
         etcd.kill()
         await asyncio.sleep(2)  # the watch hits a dead etcd
-        assert not task.done()
+        assert not counted.task.done()
         etcd.start()
-        before = seen
+        before = counted.seen
         lb = node(tmp_path, "n1")
         await writer.transact(lambda d: apply_services(d, [{"namespace": "a", "name": "b"}], {}))
         await round_on(lb, writer)
-        async with asyncio.timeout(30):
-            while seen <= before:
-                await asyncio.sleep(0.05)
+        await counted.reach(before + 1)
         assert lb.view is not None and lb.view.result.services["a/b"].ips
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await counted.stop()
         await watcher.close()
         await writer.close()

@@ -112,7 +112,7 @@ async def test_pools_show_config_and_store_pools_with_the_store_age(pair: Any) -
         rows = await (await client.get("/pools")).json()
         assert [(r["name"], r["source"]) for r in rows] == [("blue", "store"), ("red", "config")]
         assert all(0 <= r["age"] < 60 for r in rows)
-        assert (await client.post("/pools/apply", json={"pools": [BLUE]})).status == 404
+        assert (await client.post("/pools/apply", json={"pools": [BLUE]})).status == 405
 
 
 class DownStore(MemoryLbStore):
