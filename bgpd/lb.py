@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class LoadBalancers:
         self._pending: tuple[tuple[Pool, ...], tuple[Service, ...], tuple[str, ...]] | None = None
         self.cached = self._load()
         self.view: LbView | None = None
+        self._written: LbDocument | None = None  # the last document this node wrote
         self.on_inputs: Callable[[], None] = lambda: None  # set by the sync task
 
     def configure(
@@ -118,7 +119,15 @@ class LoadBalancers:
                 in_use=self.in_use,
                 now=now,
             )
-            return done.document, done
+            wrote = done.document != document
+            last = self._written
+            undid = (
+                wrote
+                and last is not None
+                and document != last
+                and (document.pools, document.services) == (last.pools, last.services)
+            )
+            return done.document, replace(done, wrote=wrote, undid=undid)
 
         return step
 
@@ -129,6 +138,8 @@ class LoadBalancers:
         if self.view is None or done.problems != self.view.round.problems:
             for problem in done.problems:
                 log.warning("event=lb-document-skipped problem=%r", problem)
+        if done.wrote:
+            self._written = done.document
         if done.document != self.cached:
             self.cached = done.document
             try:
@@ -145,7 +156,8 @@ class LoadBalancers:
         if self._pending is not None:
             self.pools, self.services, self.nodes = self._pending
             self._pending = None
-        return self.accept(self.round_step(now)(self.cached)[1])
+        local = self.round_step(now)(self.cached)[1]
+        return self.accept(replace(local, wrote=False, undid=False))  # nothing was written
 
     def _load(self) -> LbDocument:
         try:

@@ -27,6 +27,7 @@ from bgpd.lb_store import LbStore
 from lbipam.shared import (
     Change,
     LbDocument,
+    Round,
     apply_pools,
     apply_services,
     delete_pool,
@@ -36,6 +37,7 @@ from lbipam.shared import (
 log = logging.getLogger(__name__)
 
 RETRY_MAX = 10.0
+FLAP_PAUSE = 5.0  # seconds between rounds while nodes undo each other's writes
 
 
 class LbSync:
@@ -54,6 +56,7 @@ class LbSync:
         self._tasks: list[asyncio.Task[None]] = []
         self.store_error = ""
         self.rounds = 0
+        self.disagreeing = False
         lb.on_inputs = self._wanted.set
 
     def start(self) -> None:
@@ -90,6 +93,23 @@ class LbSync:
             self.rounds += 1
             self.lb.accept(done)
             self._on_change()
+            if self._disagrees(done):
+                await asyncio.sleep(FLAP_PAUSE)
+
+    def _disagrees(self, done: Round) -> bool:
+        """Whether this round undid another node's round over the same store inputs:
+        nodes whose own inputs differ (config-file pools or services) undo each other.
+        Said once per episode; rounds then slow down."""
+        if done.undid and not self.disagreeing:
+            log.error(
+                "event=lb-nodes-disagree node=%s error=%r", self.lb.node,
+                "this node and another keep undoing each other's LB allocation; make "
+                "loadBalancer.pools and loadBalancer.services identical on every node, or "
+                "move them to the store with kroute pool|service apply",
+            )  # fmt: skip
+        if done.wrote:
+            self.disagreeing = done.undid
+        return done.undid
 
     async def _change(self, what: str, step: Any) -> dict[str, Change]:
         changes: dict[str, Change] = await self.store.transact(step)

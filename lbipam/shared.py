@@ -228,6 +228,8 @@ class Round:
     pools: tuple[Pool, ...]
     services: tuple[Service, ...]
     problems: tuple[str, ...] = ()
+    wrote: bool = False  # set by the caller: the document differed from the stored one
+    undid: bool = False  # ... and it overwrote another node's round over the same inputs
 
 
 def allocation_round(

@@ -5,6 +5,7 @@ node-b) share one in-memory store; changes arrive through the control API as
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bgpd.config import parse_config
 from bgpd.daemon import Daemon
+from bgpd.lb import LoadBalancers, parse_lb_pools, parse_lb_services
 from bgpd.lb_store import LbStoreError, MemoryLbStore
+from bgpd.lb_sync import LbSync
 from bgpd.status import build_app, status_report
 from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
@@ -149,3 +152,40 @@ async def test_an_unreachable_store_keeps_what_the_node_served(
         assert "etcd is unreachable" in report["storeError"]
     finally:
         await stop_bounded(daemon)
+
+
+async def test_delete_and_apply_again_is_not_a_disagreement(pair: Any) -> None:
+    a, b, _ = pair
+    await post(a, "/pools/apply", {"pools": [BLUE]})
+    for path, body in (
+        ("/services/apply", {"services": [WWW]}),
+        ("/services/delete?name=web/www", None),
+        ("/services/apply", {"services": [WWW]}),
+    ):
+        assert (await post(b, path, body))[0] == 200
+        await settle(lambda: False, timeout=0.3)  # let both nodes run their rounds
+    ip = ipaddress.ip_address("198.51.100.1")
+    assert await settle(lambda: served(a) == served(b) == (ip,), timeout=5)
+    assert not a.lb_sync.disagreeing and not b.lb_sync.disagreeing
+
+
+async def test_nodes_with_different_config_pools_are_told_and_slowed(tmp_path: Path) -> None:
+    """n1's config has a pool n2's lacks: they undo each other's rounds. Each says so
+    once, and rounds slow down instead of rewriting the store in a tight loop."""
+    store = MemoryLbStore()
+    syncs = []
+    for name, pools in (("n1", [CONFIG_POOL]), ("n2", [])):
+        lb = LoadBalancers(tmp_path / name / "lbipam.json", name)
+        www = {**WWW, "labels": {"color": "red"}, "nodes": ["n1", "n2"]}
+        lb.configure(parse_lb_pools(pools), parse_lb_services([www]), ["n1", "n2"])
+        sync = LbSync(lb, store, lambda: None, time.time)
+        sync.start()
+        syncs.append(sync)
+    try:
+        assert await settle(lambda: any(s.disagreeing for s in syncs), timeout=10)
+        writes = store.writes
+        await settle(lambda: False, timeout=2.0)
+        assert store.writes - writes <= 2
+    finally:
+        for sync in syncs:
+            await sync.stop()
