@@ -34,6 +34,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     del sys.path[0]
 
 from lab import lab as labmod
+from lab.bench_results import record
 from lab.plan import NodePlan
 
 RR_SERVER = """
@@ -137,6 +138,9 @@ def main() -> int:
     for key in bpf:
         ratio = bpf[key] / legacy[key] if legacy[key] else float("nan")
         print(f"{key:<24}{bpf[key]:>12.2f}{legacy[key]:>12.2f}{ratio:>12.2f}")
+        record(
+            "datapath", key, "", bpf[key], "kernel forwarding", legacy[key], higher_is_better=True
+        )
     return 0
 
 

@@ -59,6 +59,7 @@ from typing import TypeVar
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
+from lab.bench_results import record
 from lbipam import (
     Block,
     IPAddress,
@@ -313,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{label:<30}{secs:>10.3f}{base:>12.4f}{secs / base:>8.1f}"
             f"{held:>8,}{unique:>12,}{len(result.revoked):>9,}"
+        )
+        record(
+            "lbipam",
+            label,
+            "s",
+            secs,
+            baseline_name="naive first-fit",
+            baseline=base,
+            higher_is_better=False,
         )
     print(
         "ratio = lbipam / baseline. Baseline: naive first-fit of the same services into a\n"

@@ -20,6 +20,7 @@ from bgpd.cli_datapath import status_lines
 from bgpd.client import add_target_flags, call, target
 from bgpd.config import load_config
 from bgpd.errors import ConfigError, KrouteError
+from bgpd.kube.status_lines import kube_status_lines
 from bgpd.logging_setup import LOG_FORMATS
 from bgpd.logging_setup import configure as configure_logging
 from bgpd.output import EXIT_CODES, add_output_flag, command, render
@@ -85,7 +86,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
         ),
     ]
-    lines += status_lines(status)
+    lines += status_lines(status) + kube_status_lines(status)
     for line in status.get("ipam", {}).get("usage", []):
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):
@@ -374,10 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_datapath(sub)
     from bgpd.cli_lb import register as register_lb
+    from bgpd.kube.operator_cli import register as register_operator
     from lab.cli import register
 
     register_lb(sub)
     register(sub)
+    register_operator(sub)
     return parser
 
 

@@ -89,6 +89,11 @@ def visible_members(
 
 
 def make_store(config: Config) -> IpamStore:
+    if config.ipam.store == "kubernetes":
+        from bgpd.kube.api import api_client
+        from bgpd.kube.ipam_store import KubeIpamStore
+
+        return KubeIpamStore(api_client(config.kubernetes.kubeconfig))
     if config.ipam.store == "etcd":
         from ipam.etcd_store import EtcdIpamStore
 

@@ -224,10 +224,15 @@ class Config(Model):
 
 def _kubernetes_source_errors(config: Config) -> list[str]:
     kube = config.cluster.source == "kubernetes"
-    if (config.ipam.mode == "kubernetes") != kube:
-        return ["ipam.mode: kubernetes and cluster.source: kubernetes go together; set both"]
+    if config.ipam.mode == "kubernetes" and not kube:
+        return ["ipam.mode: kubernetes needs cluster.source: kubernetes; set it"]
     if not kube:
         return []
+    if config.ipam.mode != "kubernetes" and config.ipam.store != "kubernetes":
+        return [
+            "ipam.mode: cluster.source kubernetes needs ipam.mode kubernetes (Node podCIDRs), "
+            "or cluster-pool with ipam.store kubernetes"
+        ]
     lb = config.load_balancer
     return [
         f"{field}: with cluster.source kubernetes it comes from the API server; remove it"

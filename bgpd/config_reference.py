@@ -26,7 +26,8 @@ from bgpd.config_types import CIDR, Community, LargeCommunity
 
 MEANINGS = {
     "node": "this node",
-    "node.name": "this node; must be one of `cluster.nodes[].name` (default: short hostname)",
+    "node.name": "this node; must be one of `cluster.nodes[].name` (default: `$NODE_NAME`, "
+    "else the short hostname)",
     "node.ip": "BGP local address and next hop (default: this node's `cluster.nodes` entry, "
     "else the host's outgoing IPv4 address)",
     "node.routerId": "BGP router ID (default: `node.ip`)",
@@ -86,13 +87,13 @@ MEANINGS = {
     "to change the node",
     "runDir": "exabgp's config, log and bridge socket; drain state; caches kept across restarts",
     "ipam": "pod CIDR allocation",
-    "ipam.mode": "`static` (`cluster.nodes[].podCIDRs`) or `cluster-pool` (`kubernetes` is "
-    "refused: not built yet)",
+    "ipam.mode": "`static` (`cluster.nodes[].podCIDRs`), `cluster-pool` (node blocks from a "
+    "store) or `kubernetes` (each Node's `spec.podCIDRs`; needs `cluster.source: kubernetes`)",
     "ipam.clusterPool": "required with `ipam.mode: cluster-pool`",
     "ipam.clusterPool.cidrs": "IPv4/IPv6 CIDRs node blocks are taken from",
     "ipam.clusterPool.maskSizeV4": "IPv4 block size per node",
     "ipam.clusterPool.maskSizeV6": "IPv6 block size per node",
-    "ipam.store": "`file` or `etcd`",
+    "ipam.store": "`file`, `etcd` or `kubernetes` (the ConfigMap `kroute-system/kroute-ipam`)",
     "ipam.file": "the file store (its lock is `FILE.lock`)",
     "etcd": "etcd access; required when `cluster.source` or `ipam.store` is etcd",
     "etcd.endpoints": "etcd client URLs",

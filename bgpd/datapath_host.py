@@ -60,6 +60,9 @@ class HostView:
 class Host(Protocol):
     def observe(self) -> HostView: ...
     def set_ip_forward(self, enabled: bool) -> None: ...
+    def detach_programs(self) -> list[str]:
+        """Remove kroute's tc programs a BPF run left (legacy now); the interfaces."""
+        ...
 
 
 @dataclass
@@ -67,12 +70,19 @@ class StaticHost:
     """`Host` for unit tests: returns `view`, records ip_forward writes in it."""
 
     view: HostView = field(default_factory=HostView)
+    programs: dict[str, str] = field(default_factory=dict)
+    """Interface -> kroute program attached (what `detach_programs` removes)."""
 
     def observe(self) -> HostView:
         return self.view
 
     def set_ip_forward(self, enabled: bool) -> None:
         self.view = HostView(**{**self.view.__dict__, "ip_forward": enabled})
+
+    def detach_programs(self) -> list[str]:
+        gone = sorted(self.programs)
+        self.programs.clear()
+        return gone
 
 
 def _kind(link: Any) -> str:
@@ -137,3 +147,38 @@ class NetlinkHost:
 
     def set_ip_forward(self, enabled: bool) -> None:
         IP_FORWARD.write_text("1" if enabled else "0")
+
+    def detach_programs(self) -> list[str]:
+        """Delete every tc ingress filter named `kroute_*` (no bcc needed): programs stay
+        attached after their process, and stale maps must not forward in legacy mode."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        from datapath.loader import FILTER_PREFIX, INGRESS
+
+        gone = []
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                try:
+                    filters = ipr.get_filters(link["index"], parent=INGRESS)
+                except NetlinkError:
+                    continue  # no clsact qdisc: nothing of ours
+                for f in filters:
+                    opts = f.get_attr("TCA_OPTIONS")
+                    name = (opts.get_attr("TCA_BPF_NAME") if opts else None) or ""
+                    if (
+                        f.get_attr("TCA_KIND") == "bpf"
+                        and f["handle"]
+                        and name.startswith(FILTER_PREFIX)
+                    ):
+                        prio = f["info"] >> 16
+                        ipr.tc(
+                            "del-filter",
+                            "bpf",
+                            link["index"],
+                            f["handle"],
+                            parent=INGRESS,
+                            prio=prio,
+                        )
+                        gone.append(str(link.get_attr("IFLA_IFNAME")))
+        return gone

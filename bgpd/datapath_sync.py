@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 BpfFactory = Callable[[str], Datapath]
 LOOPBACK = "lo"
 START_WAIT = 120.0
+REATTACH_INTERVAL = 30.0
 
 
 def device_for(
@@ -132,8 +134,16 @@ class DatapathSync:
     """Keeps the node's datapath (BPF maps and programs, or kernel forwarding) in step
     with the daemon's state. Every method but `status` blocks: call it in an executor."""
 
-    def __init__(self, config: Config, host: Host, make_bpf: BpfFactory | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        host: Host,
+        make_bpf: BpfFactory | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self._clock = clock
+        self._reattached_at = clock()
         self.host = host
         self._make_bpf = make_bpf
         self.bpf: Datapath | None = None
@@ -164,6 +174,9 @@ class DatapathSync:
         else:
             self.host_routing = "Legacy"
             self.host.set_ip_forward(True)  # the kernel forwards pod traffic
+            left = self.host.detach_programs()  # a BPF run's programs would still forward
+            if left:
+                log.info("event=bpf-programs-detached interfaces=%s", ",".join(left))
         log.info("event=datapath-started host_routing=%s reason=%r", self.host_routing, self.reason)
         self._started.set()
 
@@ -185,6 +198,9 @@ class DatapathSync:
             self.skipped = tuple(skipped)
             present = {link.name for link in view.links}
             self._attached = {k: v for k, v in self._attached.items() if k in present}
+            if self._clock() - self._reattached_at >= REATTACH_INTERVAL:
+                self._attached = {}  # attach again (an atomic replace): undoes a `tc filter del`
+                self._reattached_at = self._clock()
             for name in underlay_devices(view, remote, self.config.node.ip):
                 self._attach(name, "from_netdev")
             for pod in pods.values():

@@ -63,12 +63,24 @@ class Peer:
 
 
 def cluster_prefixes(config: Config) -> tuple[Network, ...]:
-    """What nodes accept from each other: pod CIDRs and the service CIDRs. Not
-    LoadBalancer IPs: as with kube-router and MetalLB, the upstream routers decide which
-    serving node gets the traffic; a node does not route another's LB /32 itself."""
+    """What nodes announce to each other: their pod CIDRs and the service CIDRs."""
     pods = tuple(cidr for node in config.cluster.nodes for cidr in node.pod_cidrs)
     pool = config.ipam.cluster_pool.cidrs if config.ipam.cluster_pool else ()
-    return pods + pool + config.cluster.service_cidrs
+    return pods + pool + config.cluster.service_cidrs + load_balancer_ranges(config)
+
+
+def load_balancer_ranges(config: Config) -> tuple[Network, ...]:
+    """Every LoadBalancer pool block as CIDRs: LB IPs nodes announce to each other."""
+    from bgpd.lb import parse_lb_pools
+
+    nets: list[Network] = []
+    for pool in parse_lb_pools(list(config.load_balancer.pools)):
+        for block in pool.blocks:
+            if block.cidr is not None:
+                nets.append(block.cidr)
+            else:
+                nets.extend(ipaddress.summarize_address_range(block.first, block.last))
+    return tuple(nets)
 
 
 def own_cluster_id(config: Config) -> ipaddress.IPv4Address | None:
@@ -82,8 +94,7 @@ def resolve_peers(config: Config) -> tuple[Peer, ...]:
     bgp = config.bgp
     gr = bgp.graceful_restart.enabled
     ibgp_imports = ImportRules(cluster_prefixes(config), False, 0)
-    # node-to-node sessions never carry LB /32s (see cluster_prefixes); bgp.peers do
-    cluster_exports = ExportRules(frozenset(ALL_KINDS) - {"loadBalancerIP"})
+    cluster_exports = ExportRules(frozenset(ALL_KINDS))
     i_reflect = own_cluster_id(config) is not None
     peers: list[Peer] = []
     for node in config.peers():

@@ -71,7 +71,7 @@ class IpamConfig(Model):
 
     mode: Literal["static", "cluster-pool", "kubernetes"] = "static"
     cluster_pool: ClusterPoolConfig | None = None
-    store: Literal["file", "etcd"] = "file"
+    store: Literal["file", "etcd", "kubernetes"] = "file"
     file: str = DEFAULT_IPAM_FILE
 
     @model_validator(mode="after")
@@ -80,6 +80,10 @@ class IpamConfig(Model):
             raise ValueError(
                 "ipam.clusterPool: required with ipam.mode cluster-pool; "
                 "set clusterPool.cidrs (and maskSizeV4/maskSizeV6)"
+            )
+        if self.store == "kubernetes" and self.mode != "cluster-pool":
+            raise ValueError(
+                "ipam.store: kubernetes holds cluster-pool blocks; set ipam.mode: cluster-pool"
             )
         return self
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -25,8 +26,10 @@ from bgpd.config import ClusterNode, Config
 from bgpd.errors import KrouteError
 from bgpd.kube.api import GROUP, PEERS, POOLS, VERSION, Obj, api_client
 from bgpd.kube.informer import Informer
+from bgpd.kube.ipam_store import KEY, NAME, NAMESPACE
 from bgpd.kube.nodes import KubeNode, cluster_nodes, crd_peers, member, parse_node
 from bgpd.kube.services import announced_service_docs, pool_docs
+from ipam.allocator import IpamState
 
 if TYPE_CHECKING:
     from bgpd.daemon import Daemon
@@ -37,18 +40,24 @@ DEBOUNCE = 0.1  # seconds: a burst of watch events becomes one reconfigure
 
 
 def kube_effective_config(
-    base: Config, asn: int, caches: Mapping[str, Mapping[str, Obj]]
+    base: Config,
+    asn: int,
+    caches: Mapping[str, Mapping[str, Obj]],
+    blocks: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[Config, dict[str, KubeNode], list[str]]:
     """The file's config with nodes, peers, pools and services from the API objects;
-    also the parsed nodes and every problem found (each names its object)."""
+    also the parsed nodes and every problem found (each names its object). `blocks`
+    (cluster-pool) replaces the Nodes' `spec.podCIDRs` with the IPAM store's blocks."""
     problems: list[str] = []
     nodes: dict[str, KubeNode] = {}
     for obj in caches["nodes"].values():
         node, found = parse_node(obj)
         problems.extend(found)
         if node is not None:
+            if blocks is not None:
+                node = dataclasses.replace(node, pod_cidrs=blocks.get(node.name, ()))
             nodes[node.name] = node
-    listed, found = cluster_nodes(nodes.values(), base.ipam.mode == "kubernetes")
+    listed, found = cluster_nodes(nodes.values(), base.ipam.mode != "static")
     problems.extend(found)
     me = nodes.get(base.node.name)
     node_cfg = base.node
@@ -61,8 +70,11 @@ def kube_effective_config(
     extra, found = crd_peers(caches["bgppeers"].values(), me)
     problems.extend(found)
     peers = list(base.bgp.peers)
+    node_ips = {n.ip for n in listed}
     for peer in [*(me.peers if me else ()), *extra]:
-        if all(p.address != peer.address for p in peers):
+        if peer.address in node_ips:
+            problems.append(f"peer {peer.address}: a cluster node (its session is the mesh's)")
+        elif all(p.address != peer.address for p in peers):
             peers.append(peer)
     pools, found = pool_docs(caches["pools"].values())
     problems.extend(found)
@@ -96,7 +108,9 @@ class KubeClusterState(ClusterState):
         self._changed: asyncio.Event | None = None
 
     async def start(self) -> Config:
-        """Start the informers and wait (`kubernetes.syncTimeout`) for their first lists."""
+        """This node's blocks (cluster-pool), then the informers; waits
+        (`kubernetes.syncTimeout`) for their first lists."""
+        await super().start()
         api = api_client(self.base.kubernetes.kubeconfig)
         core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
         custom = client.CustomObjectsApi(api)
@@ -108,8 +122,12 @@ class KubeClusterState(ClusterState):
             "pools": functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, POOLS),
             "bgppeers": functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, PEERS),
         }
+        selectors: dict[str, dict[str, str]] = {}
+        if self.store is not None:  # cluster-pool: every node's blocks, from the store
+            listers["ipam"] = functools.partial(core.list_namespaced_config_map, NAMESPACE)
+            selectors["ipam"] = {"field_selector": f"metadata.name={NAME}"}
         for name, lister in listers.items():
-            self.informers[name] = Informer(name, lister, self._changed)
+            self.informers[name] = Informer(name, lister, self._changed, **selectors.get(name, {}))
             self.informers[name].start()
         timeout = self.base.kubernetes.sync_timeout
         try:
@@ -132,15 +150,38 @@ class KubeClusterState(ClusterState):
         caches = {name: informer.objects for name, informer in self.informers.items()}
         if not caches:
             return self.base
-        config, nodes, problems = kube_effective_config(self.base, self.asn, caches)
+        config, nodes, problems = kube_effective_config(
+            self.base, self.asn, caches, self._store_blocks(caches.get("ipam"))
+        )
         for problem in sorted(set(problems) - set(self.problems)):
             log.warning("event=kube-object-ignored problem=%r", problem)
         self.problems = problems
         self.members = {name: member(node, self.asn) for name, node in nodes.items()}
         return config
 
+    def _store_blocks(self, cache: Mapping[str, Obj] | None) -> dict[str, tuple[str, ...]] | None:
+        """Node -> blocks from the store's ConfigMap; ours as allocated at start."""
+        if self.store is None:
+            return None
+        blocks: dict[str, tuple[str, ...]] = {}
+        for obj in (cache or {}).values():
+            try:
+                state = IpamState.from_json((obj.get("data") or {}).get(KEY, ""))
+            except ValueError as exc:
+                log.error("event=ipam-state-unreadable where=%s/%s error=%s", NAMESPACE, NAME, exc)
+                continue
+            blocks = {n: tuple(map(str, bs)) for n, bs in state.node_blocks.items()}
+        blocks[self.base.node.name] = tuple(map(str, self.blocks))
+        return blocks
+
     def follow(self, daemon: Daemon) -> None:
-        self._tasks.append(asyncio.create_task(self._follow(daemon), name="kube-follow"))
+        """Reconfigure `daemon` after API changes; the `membership` heartbeat beats while
+        that runs (an API server outage included: the informers retry)."""
+        task = asyncio.create_task(self._follow(daemon), name="kube-follow")
+        self._tasks.append(task)
+        timeout = max(3.0 * self.base.cluster.lease_ttl, 30)
+        heartbeat = daemon.health.register("membership", timeout)
+        self._tasks.append(asyncio.create_task(self._supervise(task, heartbeat)))
 
     async def _follow(self, daemon: Daemon) -> None:
         assert self._changed is not None
@@ -160,7 +201,7 @@ class KubeClusterState(ClusterState):
 
     async def report(self) -> dict[str, Any]:
         return {
-            "mode": self.base.ipam.mode,
+            **await super().report(),  # cluster-pool: blocks, usage and store health
             "source": "kubernetes",
             "apiServer": {
                 name: "watching" if i.connected else "unreachable (keeping the last state)"

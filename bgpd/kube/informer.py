@@ -110,6 +110,7 @@ class Informer:
                         )
                     )
                     rv = str(listing["metadata"]["resourceVersion"])
+                    self._put("connected", True)
                     self._put("sync", {key(o): o for o in listing.get("items") or []})
                     log.info("event=kube-listed resource=%s resource_version=%s", self.name, rv)
                 rv = self._follow(rv)
@@ -133,14 +134,13 @@ class Informer:
         """Watch from `rv` until the stream ends; returns the last resourceVersion seen."""
         self._watch = watch.Watch()
         stream = self._watch.stream(
-            self._lister,
+            self._opened,
             **self._selectors,
             resource_version=rv,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_TIMEOUT,
             _request_timeout=(REQUEST_TIMEOUT, WATCH_TIMEOUT + REQUEST_TIMEOUT),
         )
-        self._put("connected", True)
         for event in stream:
             obj: Obj = event["raw_object"]
             rv = str(obj["metadata"]["resourceVersion"])
@@ -149,6 +149,13 @@ class Informer:
             if self._stop.is_set():
                 break
         return rv
+
+    def _opened(self, *args: Any, **kwargs: Any) -> Any:
+        """The list function, saying "connected" once the server answered. Without the
+        client's docstring, so the watch hands over raw objects (no model decoding)."""
+        response = self._lister(*args, **kwargs)
+        self._put("connected", True)
+        return response
 
     def _failed(self, failures: int, error: str) -> None:
         self._put("connected", False)

@@ -74,7 +74,9 @@ def test_pool_and_service_applied_with_the_cli(
 
     wait_for(lambda: conflicts() == {"blue": None, "green": "blue"}, 15, "green to conflict")
     routes = call(n3.socket_path, "/status")["kernelRoutes"]
-    assert not any(r["prefix"] == prefix for r in routes)  # n3 leaves it to the upstream
+    # Store pools are not in the nodes' iBGP import default (config pools are): n3 does
+    # not route it itself but through the upstream (README: LoadBalancer IPs).
+    assert not any(r["prefix"] == prefix for r in routes)
 
     # Two nodes applying at the same moment: two services, two addresses.
     racers = [(n1, "a"), (n3, "b")]

@@ -64,7 +64,9 @@ class KubeCluster:
     lan: str
     workdir: Path
     subnet: str  # first three octets
+    ipam: dict[str, Any] = field(default_factory=lambda: {"mode": "kubernetes"})
     agents: dict[str, Agent] = field(default_factory=dict)
+    routers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
@@ -74,16 +76,21 @@ class KubeCluster:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api)
 
-    def add_node(self, index: int, *, start: bool = True, **node_fields: Any) -> Agent:
-        """Node `n<index>` at SUBNET.<index> with pod CIDR 10.244.<index>.0/24."""
-        name = f"n{index}"
-        ns = self._stack.enter_context(netns(f"{self.lan[:7]}n{index}-"))
-        ip("link", "add", f"{self.lan[:8]}v{index}", "netns", self.lan, "type", "veth",
-           "peer", "eth0", "netns", ns)  # fmt: skip
-        ip("-n", self.lan, "link", "set", f"{self.lan[:8]}v{index}", "master", "br0", "up")
+    def _join_lan(self, kind: str, index: int) -> tuple[str, str]:
+        """A new namespace with eth0 on the LAN bridge at SUBNET.<index>."""
+        ns = self._stack.enter_context(netns(f"{self.lan[:7]}{kind}{index}-"))
+        lan_if = f"{self.lan[:8]}{kind}{index}"
+        ip("link", "add", lan_if, "netns", self.lan, "type", "veth", "peer", "eth0", "netns", ns)
+        ip("-n", self.lan, "link", "set", lan_if, "master", "br0", "up")
         address = f"{self.subnet}.{index}"
         ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
+        return ns, address
+
+    def add_node(self, index: int, *, start: bool = True, **node_fields: Any) -> Agent:
+        """Node `n<index>` at SUBNET.<index> with pod CIDR 10.244.<index>.0/24."""
+        name = f"n{index}"
+        ns, address = self._join_lan("n", index)
         self.server.listen(ns)
         agent = Agent(name, ns, address, f"10.244.{index}.0/24", str(self.workdir / f"{name}.sock"))
         self.agents[name] = agent
@@ -95,6 +102,33 @@ class KubeCluster:
             self.start(agent)
         return agent
 
+    def add_router(self, index: int, asn: int, nodes: list[Agent], routes: list[str]) -> str:
+        """A real exabgp at SUBNET.<index> peering with `nodes`, announcing `routes`."""
+        ns, address = self._join_lan("r", index)
+        static = "\n".join(f"        route {r} next-hop self;" for r in routes)
+        conf = "".join(
+            f"""neighbor {node.ip} {{
+    router-id {address};
+    local-address {address};
+    local-as {asn};
+    peer-as {ASN};
+    hold-time 9;
+    family {{ ipv4 unicast; }}
+    static {{
+{static}
+    }}
+}}
+"""
+            for node in nodes
+        )
+        path = self.workdir / f"router{index}.conf"
+        path.write_text(conf)
+        env = {"exabgp_tcp_bind": address, "exabgp_daemon_user": "root",
+               "exabgp_daemon_drop": "false", "exabgp_api_cli": "false"}  # fmt: skip
+        argv = [sys.executable, "-m", "exabgp", "server", str(path)]
+        self.routers.append(_start(argv, ns, self.workdir / f"router{index}.log", env))
+        return address
+
     def start(self, agent: Agent) -> None:
         kubeconfig = self.server.kubeconfig(self.workdir / "kubeconfig")
         run_dir = self.workdir / agent.name
@@ -104,7 +138,7 @@ class KubeCluster:
             "bgp": {"asn": ASN, "holdTime": 9,
                     "gracefulRestart": {"enabled": True, "restartTime": 9}},
             "cluster": {"source": "kubernetes"},
-            "ipam": {"mode": "kubernetes"},
+            "ipam": self.ipam,
             "kubernetes": {"kubeconfig": str(kubeconfig), "syncTimeout": 30},
             "status": {"listen": "", "socket": agent.socket},
             "runDir": str(run_dir),
@@ -140,4 +174,6 @@ def kube_cluster(server: FakeApiServer, prefix: str, subnet: str) -> Iterator[Ku
         finally:
             for agent in cluster.agents.values():
                 cluster.stop(agent)
+            for router in cluster.routers:
+                _stop(router)
             cluster._stack.close()

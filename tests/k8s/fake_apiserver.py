@@ -79,6 +79,7 @@ class FakeApiServer:
         self.bookmark_interval = bookmark_interval
         self.port = 0
         self.requests: list[tuple[str, str]] = []  # (method, path?query) of every request
+        self.errors: dict[int, int] = {}  # HTTP status -> how many error answers
         self._netns: list[str | None] = []
         self._sites: list[web.SockSite] = []
         self._watches: set[asyncio.Task[Any]] = set()
@@ -165,6 +166,7 @@ class FakeApiServer:
             res, namespace, name, sub = route(request.path)
             return await self._dispatch(request, res, namespace, name, sub)
         except ApiError as exc:
+            self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
             return web.json_response(exc.status(), status=exc.code)
 
     async def _dispatch(

@@ -45,6 +45,7 @@ RESOURCES = (
     Resource("", "v1", "nodes", "Node", False, True),
     Resource("", "v1", "services", "Service", True, True),
     Resource("", "v1", "namespaces", "Namespace", False, True),
+    Resource("", "v1", "configmaps", "ConfigMap", True, False),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, False),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True, False),
     Resource("kroute.io", "v1alpha1", "loadbalancerippools", "LoadBalancerIPPool", False, True),

@@ -139,6 +139,22 @@ def test_sync_fills_maps_attaches_programs_and_removes_what_went() -> None:
     assert set(fake.pods) == {POD1} and CIDR_B not in fake.routes
 
 
+def test_programs_removed_behind_our_back_are_attached_again_within_the_interval() -> None:
+    now = [0.0]
+    fake = FakeBpfDatapath(ifindexes={"eth0": 2, "kr1": 7, "kr2": 8})
+    sync = DatapathSync(
+        config(bpf={"enabled": True}), StaticHost(view()), lambda _: fake, lambda: now[0]
+    )
+    sync.start()
+    sync.sync([], [CIDR_A])
+    fake.detach("kr1")  # someone ran `tc filter del`
+    sync.sync([], [CIDR_A])
+    assert "kr1" not in fake.attached  # attachments are remembered, not re-read every sync
+    now[0] = 31.0
+    sync.sync([], [CIDR_A])
+    assert fake.attached["kr1"] == "from_pod"
+
+
 def test_cni_add_maps_the_pod_at_once_and_sync_keeps_it() -> None:
     host = StaticHost(view(pod_routes=()))
     sync, fake = bpf_sync(host)
@@ -177,6 +193,12 @@ def test_bpf_disabled_falls_back_to_kernel_forwarding() -> None:
     host.view = view(ip_forward=False)
     sync.sync([], [CIDR_A])
     assert host.view.ip_forward is True
+
+
+def test_legacy_start_removes_programs_a_bpf_run_left() -> None:
+    host = StaticHost(view(), programs={"eth0": "from_netdev", "kr1": "from_pod"})
+    DatapathSync(config(), host, None).start()
+    assert host.programs == {} and host.view.ip_forward is True
 
 
 def test_unloadable_bpf_falls_back_and_says_why() -> None:

@@ -12,6 +12,7 @@ from bgpd.config import Config, parse_config
 from bgpd.errors import ConfigError
 from bgpd.kube.cluster import kube_effective_config
 from bgpd.kube.services import announced_service_docs, handled, pool_docs
+from bgpd.kube.status_lines import kube_status_lines
 from bgpd.lb import parse_lb_pools, parse_lb_services
 from bgpd.peers import resolve_peers
 from tests.k8s.objects import (
@@ -163,3 +164,36 @@ def test_pools_oldest_first_and_bad_ones_skipped() -> None:
     assert [d["name"] for d in docs] == ["old", "new"]
     assert any("host bits" in p for p in problems), problems
     assert [p.name for p in parse_lb_pools(docs)] == ["old", "new"]
+
+
+def test_cluster_pool_blocks_from_the_api_store_replace_node_pod_cidrs() -> None:
+    pool_base = parse_config({**BASE, "ipam": {"mode": "cluster-pool", "store": "kubernetes",
+                                               "clusterPool": {"cidrs": ["10.244.0.0/16"]}}},
+                             host_defaults=False)  # fmt: skip
+    objs = caches(nodes=[node("n1", "10.0.0.1", ["10.99.1.0/24"]), node("n2", "10.0.0.2")])
+    blocks = {"n1": ("10.244.5.0/24",), "n2": ("10.244.6.0/24",)}
+    config, _, _ = kube_effective_config(pool_base, 64512, objs, blocks)
+    assert {n.name: [str(c) for c in n.pod_cidrs] for n in config.cluster.nodes} == {
+        "n1": ["10.244.5.0/24"], "n2": ["10.244.6.0/24"]}  # fmt: skip
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**BASE, "ipam": {"mode": "static", "store": "kubernetes"}},
+                     host_defaults=False)  # fmt: skip
+    assert any("ipam.store" in line for line in exc.value.errors), exc.value.errors
+
+
+def test_status_lines_say_when_the_api_server_is_away() -> None:
+    watching = {"ipam": {"apiServer": {"nodes": "watching", "services": "watching"}}}
+    assert kube_status_lines(watching) == [("Kubernetes", "watching nodes, services")]
+    away = {"ipam": {"apiServer": {"nodes": "unreachable", "services": "watching"},
+                     "problems": ["node n5: no IPv4 InternalIP"]}}  # fmt: skip
+    lines = kube_status_lines(away)
+    assert lines[0][1].startswith("UNREACHABLE for nodes") and "1 objects ignored" in lines[1][1]
+    assert kube_status_lines({"ipam": {"mode": "static"}}) == []
+
+
+def test_a_peer_object_naming_a_cluster_node_is_ignored() -> None:
+    objs = caches(nodes=[node("n1", "10.0.0.1"), node("n2", "10.0.0.2")],
+                  bgppeers=[bgp_peer("dup", "10.0.0.2", 64512)])  # fmt: skip
+    config, _, problems = kube_effective_config(base(), 64512, objs)
+    assert config.bgp.peers == ()
+    assert any("peer 10.0.0.2: a cluster node" in p for p in problems), problems

