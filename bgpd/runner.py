@@ -10,8 +10,10 @@ from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
 from bgpd.datapath_host import NetlinkHost
+from bgpd.datapath_metrics import DatapathCollector
 from bgpd.datapath_sync import DatapathSync
 from bgpd.lb_store import make_lb_store
+from bgpd.metrics import add_collector
 from bgpd.sdnotify import notifier_for
 from bgpd.status import StatusServer
 from datapath.loader import BpfDatapath
@@ -40,6 +42,8 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         lb_store=make_lb_store(config),
     )
     cluster.follow(daemon)
+    if daemon.datapath is not None:
+        add_collector(daemon, DatapathCollector(daemon.datapath))
     server = StatusServer(daemon)
     log.info(
         "event=starting node=%s router_id=%s asn=%d peers=%d",

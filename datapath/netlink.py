@@ -90,6 +90,7 @@ class NetlinkKernelRoutes:
         self._sock = _open_socket(netns)
         self._seq = 0
         self._buf = bytearray(1 << 20)
+        self._devs: dict[int, str] = {}  # onlink devices' names as of the last dump
         try:
             self._setup(sndbuf, rcvbuf, timeout)
         except OSError as exc:
@@ -298,7 +299,7 @@ class NetlinkKernelRoutes:
         routes: dict[Network, KernelRoute] = {}
         interrupted = False
         gateways: dict[bytes, Address] = {}
-        onlink: dict[Network, tuple[KernelRoute, int]] = {}
+        onlink: dict[int, list[Network]] = {}  # ifindex of an onlink device -> its prefixes
         buf, view = self._buf, memoryview(self._buf)
         try:
             self._sock.sendall(req)
@@ -317,27 +318,34 @@ class NetlinkKernelRoutes:
                         text = error_text(buf, mflags, off, end, code)
                         raise DatapathError(f"IPv{version} route dump refused: {text}")
                     if mtype == RTM_NEWROUTE:
-                        parsed = parse_route(buf, off, end, version, gateways)
+                        parsed = parse_route(buf, off, end, version, gateways, devs=self._devs)
                         if parsed is not None:
                             route, oif = parsed
                             routes[route.prefix] = route
                             if oif:
-                                onlink[route.prefix] = parsed
+                                onlink.setdefault(oif, []).append(route.prefix)
         except OSError as exc:
             raise DatapathError(
                 f"IPv{version} route dump failed ({exc}); check the namespace and permissions"
             ) from exc
 
     def _name_devices(
-        self, routes: dict[Network, KernelRoute], onlink: dict[Network, tuple[KernelRoute, int]]
+        self, routes: dict[Network, KernelRoute], onlink: dict[int, list[Network]]
     ) -> None:
-        """Give onlink routes their device names (looked up after the dump, once per device:
-        a request cannot interleave with a running dump). A device gone meanwhile leaves the
-        route nameless, so it never equals a desired one and gets replaced."""
-        names = {oif: self.link_name(oif) for oif in {oif for _, oif in onlink.values()}}
-        for prefix, (route, oif) in onlink.items():
-            name = names[oif]
+        """Check the device names the dump used against the kernel, once per device (a
+        request cannot interleave with a running dump), and fix routes named from a stale
+        cache. A device gone meanwhile leaves the route nameless: it never equals a desired
+        route, so it gets replaced."""
+        for oif, prefixes in onlink.items():
+            name = self.link_name(oif)
+            if self._devs.get(oif) == name:
+                continue
             if name:
+                self._devs[oif] = name
+            else:
+                self._devs.pop(oif, None)
+            for prefix in prefixes:
+                route = routes[prefix]
                 routes[prefix] = KernelRoute(route.prefix, route.nexthops, name)
 
 

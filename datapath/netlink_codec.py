@@ -11,7 +11,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from datapath.routes import RTPROT_BGP, Address, KernelRoute, Network
 
@@ -122,10 +122,17 @@ def encode_route(route: KernelRoute, delete: bool, seq: int, oif: int = 0) -> by
 
 
 def parse_route(
-    buf: bytearray, off: int, end: int, version: int, gateways: dict[bytes, Address]
+    buf: bytearray,
+    off: int,
+    end: int,
+    version: int,
+    gateways: dict[bytes, Address],
+    *,
+    devs: Mapping[int, str] | None = None,
 ) -> tuple[KernelRoute, int] | None:
     """A KernelRoute from an RTM_NEWROUTE payload and the ifindex its onlink next hops use
-    (0 when not onlink; the caller names the device), or None when not ours."""
+    (0 when not onlink), or None when not ours. An onlink route gets its device name from
+    `devs` (ifindex -> name, names believed current; the caller checks them), else none."""
     if end - off == 44 and version == 4:  # the common IPv4 shape, in one unpack
         plen, table, proto, rtype, rflags, t1, table2, t2, dst, t3, gw, t4, oif = (
             _FAST4.unpack_from(buf, off)
@@ -136,8 +143,10 @@ def parse_route(
             addr = gateways.get(gw)
             if addr is None:
                 addr = gateways[gw] = ipaddress.IPv4Address(gw)
-            route = KernelRoute(ipaddress.IPv4Network((dst, plen)), (addr,))
-            return route, oif if rflags & RTNH_F_ONLINK else 0
+            if not rflags & RTNH_F_ONLINK:
+                return KernelRoute(ipaddress.IPv4Network((dst, plen)), (addr,)), 0
+            dev = devs.get(oif) if devs else None
+            return KernelRoute(ipaddress.IPv4Network((dst, plen)), (addr,), dev), oif
     _fam, plen, _slen, _tos, table, proto, _scope, rtype, rflags = RTM.unpack_from(buf, off)
     if proto != RTPROT_BGP:
         return None
@@ -191,7 +200,8 @@ def parse_route(
         if addr is None:
             addr = gateways[gw] = ipaddress.ip_address(gw)
         hops.append(addr)
-    return KernelRoute(net, tuple(hops)), (oifs.pop() if oifs else 0)
+    oif = oifs.pop() if oifs else 0
+    return KernelRoute(net, tuple(hops), devs.get(oif) if oif and devs else None), oif
 
 
 def _parse_multipath(buf: bytearray, pos: int, end: int, alen: int) -> list[tuple[bytes, int, int]]:

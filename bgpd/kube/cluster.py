@@ -189,15 +189,21 @@ class KubeClusterState(ClusterState):
             await self._changed.wait()
             await asyncio.sleep(DEBOUNCE)
             self._changed.clear()
-            config = self.effective()
-            if config != daemon.config:
-                log.info(
-                    "event=kube-cluster-changed nodes=%d pools=%d services=%d",
-                    len(config.cluster.nodes),
-                    len(config.load_balancer.pools),
-                    len(config.load_balancer.services),
-                )
-                daemon.reconfigure(config)
+            try:
+                self._apply(daemon)
+            except Exception:  # one bad change must not stop following the cluster
+                log.exception("event=kube-reconfigure-failed")
+
+    def _apply(self, daemon: Daemon) -> None:
+        config = self.effective()
+        if config != daemon.config:
+            log.info(
+                "event=kube-cluster-changed nodes=%d pools=%d services=%d",
+                len(config.cluster.nodes),
+                len(config.load_balancer.pools),
+                len(config.load_balancer.services),
+            )
+            daemon.reconfigure(config)
 
     async def report(self) -> dict[str, Any]:
         return {

@@ -290,3 +290,16 @@ def test_mixed_onlink_and_plain_hops_are_a_foreign_shape(
     wanted = KernelRoute.via("10.75.0.0/24", TUN1, TUN2, dev="v1")
     assert KernelRouteReconciler(kernel).reconcile({wanted.prefix: wanted}).ok
     assert kernel.dump() == {wanted.prefix: wanted}
+
+
+def test_device_names_cached_between_dumps_are_checked(
+    ns: str, kernel: NetlinkKernelRoutes
+) -> None:
+    route = KernelRoute.via("10.76.0.0/24", TUN1, dev="v1")
+    upsert(kernel, route)
+    assert kernel.dump() == {route.prefix: route}
+    index = kernel.link_index("v1")
+    assert index and kernel.link_name(index) == "v1"
+    kernel._devs[index] = "renamed"  # as if v1 had been renamed since the last dump
+    assert kernel.dump() == {route.prefix: route}
+    assert kernel.link_index("nope0") == 0 and kernel.link_name(999_999) is None

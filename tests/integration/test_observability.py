@@ -69,6 +69,8 @@ def names_in(text: str) -> set[str]:
     found = set()
     for family in text_string_to_metric_families(text):
         found.add(family.name)
+        if family.type == "counter":  # its samples are NAME_total, also when it has none
+            found.add(family.name + "_total")
         found.update(sample.name for sample in family.samples)
     return found
 

@@ -65,6 +65,7 @@ class KubeCluster:
     workdir: Path
     subnet: str  # first three octets
     ipam: dict[str, Any] = field(default_factory=lambda: {"mode": "kubernetes"})
+    mesh: str = "full"
     agents: dict[str, Agent] = field(default_factory=dict)
     routers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -135,7 +136,7 @@ class KubeCluster:
         run_dir.mkdir(exist_ok=True)
         config = {
             "node": {"name": agent.name, "ip": agent.ip},
-            "bgp": {"asn": ASN, "holdTime": 9,
+            "bgp": {"asn": ASN, "holdTime": 9, "mesh": self.mesh,
                     "gracefulRestart": {"enabled": True, "restartTime": 9}},
             "cluster": {"source": "kubernetes"},
             "ipam": self.ipam,

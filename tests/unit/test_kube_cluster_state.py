@@ -21,12 +21,16 @@ from tests.k8s.objects import node
 class DaemonDouble:
     """What `follow` uses of a daemon: its config, `reconfigure` and `health`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, failures: int = 0) -> None:
         self.config = config
         self.health = Health()
         self.reconfigured = asyncio.Event()
+        self.failures = failures
 
     def reconfigure(self, config: Config) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("refused once")
         self.config = config
         self.reconfigured.set()
 
@@ -52,13 +56,17 @@ async def test_start_and_follow(tmp_path: Path) -> None:
         try:
             assert effective.bgp.asn == 64600
             assert [str(c) for c in effective.self_node().pod_cidrs] == ["10.244.1.0/24"]
-            daemon = DaemonDouble(effective)
+            daemon = DaemonDouble(effective, failures=1)  # a failed change is not the end
             state.follow(daemon)
+            await asyncio.to_thread(add_node, core, node("n3", "10.0.0.3", ["10.244.3.0/24"]))
+            async with asyncio.timeout(20):
+                while daemon.failures:
+                    await asyncio.sleep(0.05)
             await asyncio.to_thread(add_node, core, node("n2", "10.0.0.2", ["10.244.2.0/24"]))
             async with asyncio.timeout(20):
                 await daemon.reconfigured.wait()
-            assert [n.name for n in daemon.config.cluster.nodes] == ["n1", "n2"]
-            assert sorted(state.members) == ["n1", "n2"]
+            assert [n.name for n in daemon.config.cluster.nodes] == ["n1", "n2", "n3"]
+            assert sorted(state.members) == ["n1", "n2", "n3"]
             report = await state.report()
             assert report["mode"] == "kubernetes" and set(report["apiServer"]) >= {"nodes"}
         finally:
