@@ -101,6 +101,10 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "adoptedRoutesPending": len(adopted),
         "reconcileErrors": daemon.reconcile_errors,
         "datapath": daemon.datapath.status() if daemon.datapath is not None else None,
+        "loadBalancer": {
+            "store": daemon.lb_sync.store.name,
+            "storeError": daemon.lb_sync.store_error,
+        },
     }
 
 
