@@ -301,8 +301,7 @@ def _agent(argv: list[str]) -> int:
             "nat": [e.as_dict() for e in dp.nat_entries()],
             "expired": expired,
         }
-        json.dump(out, sys.stdout)
-        sys.stdout.flush()
+        print(json.dumps(out), flush=True)
         while args.hold:  # a loader that keeps running until killed
             time.sleep(3600)
     finally:

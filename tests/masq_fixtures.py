@@ -53,8 +53,10 @@ out = {}
 if mode == "tcp":
     c = socket.create_connection((dst, port), timeout=5)
     out["peer"] = c.makefile().readline().strip()
-elif mode == "udp":
+elif mode == "udp":  # optional 4th argument: the source port
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(sys.argv[4]) if len(sys.argv) > 4 else 0))
     s.settimeout(3)
     s.connect((dst, port))
     s.send(b"hi")
@@ -81,8 +83,32 @@ print(json.dumps(out))
 """
 
 
-def probe(pod: Pod, mode: str, dst: str, port: int) -> dict[str, Any]:
-    out = run([*nsenter(pod.ns), PYTHON, "-c", PROBE, mode, dst, str(port)]).stdout
+# python -c TRANSFER DST PORT CHUNKS: streams CHUNKS x 64 KiB slowly (20 ms apart) through
+# the echo server, after printing "ready" and the peer the server saw; then byte count and
+# whether the echo matched.
+TRANSFER = """
+import hashlib, socket, sys, threading, time
+chunks = int(sys.argv[3])
+chunk = bytes(range(256)) * 256
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+f = conn.makefile("rb")
+print("ready", f.readline().decode().strip(), flush=True)
+def send():
+    for _ in range(chunks):
+        conn.sendall(chunk)
+        time.sleep(0.02)
+    conn.shutdown(socket.SHUT_WR)
+threading.Thread(target=send).start()
+got, n = hashlib.sha256(), 0
+while data := f.read1(65536):
+    got.update(data)
+    n += len(data)
+print(n, got.hexdigest() == hashlib.sha256(chunk * chunks).hexdigest(), flush=True)
+"""
+
+
+def probe(pod: Pod, mode: str, dst: str, port: int, *extra: str) -> dict[str, Any]:
+    out = run([*nsenter(pod.ns), PYTHON, "-c", PROBE, mode, dst, str(port), *extra]).stdout
     return json.loads(out)  # type: ignore[no-any-return]
 
 
