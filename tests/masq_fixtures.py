@@ -79,6 +79,14 @@ elif mode == "ttl":  # UDP with TTL 2: the hop after the node answers time excee
             out.update(origin=origin, type=typ, code=code, offender=offender)
     except BlockingIOError:
         out["error"] = "no ICMP error"
+elif mode == "pmtu":  # 1400 bytes with DF: a smaller link answers fragmentation needed
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+    s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
+    s.connect((dst, port))
+    s.send(b"x" * 1400)
+    select.select([s], [], [], 3)
+    out["mtu"] = s.getsockopt(socket.SOL_IP, 14)  # IP_MTU: the path MTU the pod learned
 print(json.dumps(out))
 """
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.bpf_fixtures import EXTERNAL_IP, ROUTER_IP, Topology
+from tests.bpf_fixtures import EXTERNAL_IP, ROUTER_IP, Topology, run
 from tests.masq_fixtures import (
     CLOSED_PORT,
     IMPLEMENTATIONS,
@@ -55,6 +55,14 @@ def test_time_exceeded_from_the_router_reaches_the_pod(masq: Topology) -> None:
     got = probe(masq.a.pods[0], "ttl", EXTERNAL_IP, UDP_PORT)
     # SO_EE_ORIGIN_ICMP, ICMP_TIME_EXCEEDED, sent by the router's bridge address.
     assert got == {"origin": 2, "type": 11, "code": 0, "offender": ROUTER_IP}
+
+
+def test_fragmentation_needed_reaches_the_pod(masq: Topology) -> None:
+    """Path-MTU discovery through the NAT: the router's uplink carries only 1200 bytes."""
+    assert masq.router and masq.external
+    run(["ip", "-n", masq.router, "link", "set", "up0", "mtu", "1200"])
+    run(["ip", "-n", masq.external, "link", "set", "eth0", "mtu", "1200"])
+    assert probe(masq.a.pods[0], "pmtu", EXTERNAL_IP, UDP_PORT) == {"mtu": 1200}
 
 
 def test_pod_to_pod_inside_the_native_cidr_keeps_its_source(masq: Topology) -> None:
