@@ -91,6 +91,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):
         lines.append(("IPAM store", "UNREACHABLE: " + status["ipam"]["storeError"]))
+    if status.get("loadBalancer", {}).get("storeError"):
+        lines.append(("LB store", "UNREACHABLE: " + status["loadBalancer"]["storeError"]))
     if status["adoptedRoutesPending"]:
         lines.append(
             (
@@ -163,7 +165,7 @@ def format_pools(data: list[dict[str, Any]]) -> str:
         for p in data
     ]
     if not rows:
-        return "No LoadBalancer pools (loadBalancer.pools in the config)."
+        return "No LoadBalancer pools (kroute pool apply, or loadBalancer.pools in the config)."
     headers = ["NAME", "DISABLED", "CONFLICTING", "IPS AVAILABLE", "IPS USED", "AGE"]
     return _table(headers, rows)
 
@@ -180,7 +182,7 @@ def format_services(data: list[dict[str, Any]]) -> str:
         for s in data
     ]
     if not rows:
-        return "No LoadBalancer services (loadBalancer.services in the config)."
+        return "No LoadBalancer services (kroute service apply, or loadBalancer.services)."
     return _table(["SERVICE", "IPS", "POLICY", "ANNOUNCED BY", "WHY"], rows)
 
 
@@ -372,9 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     reference_.set_defaults(func=cmd_config_reference)
 
     register_datapath(sub)
+    from bgpd.cli_lb import register as register_lb
     from bgpd.kube.operator_cli import register as register_operator
     from lab.cli import register
 
+    register_lb(sub)
     register(sub)
     register_operator(sub)
     return parser

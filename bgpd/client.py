@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from bgpd.config import DEFAULT_SOCKET, parse_listen
-from bgpd.errors import KrouteError
+from bgpd.errors import ConfigError, KrouteError
 
 TCP = "http://"
 
@@ -73,9 +73,10 @@ def _connection(where: str, timeout: float) -> http.client.HTTPConnection:
 
 
 def request(
-    where: str, endpoint: str, method: str = "GET", timeout: float = 5.0
+    where: str, endpoint: str, method: str = "GET", timeout: float = 5.0, body: Any = None
 ) -> tuple[int, bytes]:
-    """One request to the daemon at `where` (socket path or http://HOST:PORT)."""
+    """One request to the daemon at `where` (socket path or http://HOST:PORT); `body`
+    goes as JSON."""
     if method != "GET" and where.startswith(TCP):
         raise KrouteError(
             f"{method} {endpoint}: changes go only over the daemon's unix socket, "
@@ -83,7 +84,11 @@ def request(
         )
     conn = _connection(where, timeout)
     try:
-        conn.request(method, endpoint)
+        if body is None:
+            conn.request(method, endpoint)
+        else:
+            headers = {"Content-Type": "application/json"}
+            conn.request(method, endpoint, json.dumps(body).encode(), headers)
         response = conn.getresponse()
         return response.status, response.read()
     except OSError as exc:
@@ -95,16 +100,21 @@ def request(
         conn.close()
 
 
-def call(where: str, endpoint: str, method: str = "GET", timeout: float = 5.0) -> Any:
-    """One request; the decoded JSON answer, or KrouteError with the daemon's error."""
-    status, body = request(where, endpoint, method, timeout)
+def call(
+    where: str, endpoint: str, method: str = "GET", timeout: float = 5.0, body: Any = None
+) -> Any:
+    """One request; the decoded JSON answer, or KrouteError with the daemon's error.
+    HTTP 422 (invalid input) raises ConfigError with the daemon's lines."""
+    status, answer = request(where, endpoint, method, timeout, body)
     try:
-        data = json.loads(body)
+        data = json.loads(answer)
     except ValueError:
         data = None
+    if status == 422 and isinstance(data, dict) and data.get("errors"):
+        raise ConfigError([str(line) for line in data["errors"]])
     if status != 200:
         detail = data.get("error") if isinstance(data, dict) else None
-        raise KrouteError(f"kroute at {where} answered HTTP {status}: {detail or body[:200]!r}")
+        raise KrouteError(f"kroute at {where} answered HTTP {status}: {detail or answer[:200]!r}")
     if data is None:
         raise KrouteError(f"kroute at {where} answered something that is not JSON")
     return data

@@ -30,6 +30,8 @@ from bgpd.exabgp_conf import SpeakerSpec
 from bgpd.files import write_atomic
 from bgpd.health import Health
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
+from bgpd.lb_store import LbStore, MemoryLbStore
+from bgpd.lb_sync import LbSync
 from bgpd.metrics import reconcile_histogram
 from bgpd.overlay_sync import OverlayRouting
 from bgpd.peer_config import PrefixKind
@@ -103,6 +105,7 @@ class Daemon:
         loopback: LoopbackAddresses | None = None,
         datapath: DatapathSync | None = None,
         routing: OverlayRouting | None = None,
+        lb_store: LbStore | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -110,11 +113,12 @@ class Daemon:
         self.clock = clock
         self.started_at = clock()
         self.rib = Rib()
-        self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json")
+        self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json", config.node.name)
         self.loopback = loopback or FakeLoopback()
         self.datapath = datapath
         self.routing = routing
         self._dirty = asyncio.Event()
+        self.lb_sync = LbSync(self.lb, lb_store or MemoryLbStore(), self._dirty.set, clock)
         self.sessions = Sessions(
             resolve_peers(config),
             self.rib,
@@ -217,6 +221,7 @@ class Daemon:
             self._adoption_timer = loop.call_later(window, self._end_adoption, "timeout")
         if not self.peers:
             self._end_adoption("no-peers")
+        self.lb_sync.start()
         self._advertise(self.rib.paths())
         await self.speaker.start()
         self._reconciler_task = asyncio.create_task(self._reconcile_loop(), name="reconcile")
@@ -250,6 +255,7 @@ class Daemon:
         for timer in (self._adoption_timer, self._drain_timer):
             if timer is not None:
                 timer.cancel()
+        await self.lb_sync.stop()
         await self.speaker.stop()
         self.kernel.close()
 
@@ -350,9 +356,9 @@ class Daemon:
     def _allocate_load_balancers(self, paths: Mapping[Network, list[RibPath]]) -> None:
         """Allocate LB IPs (never one the network routes) and serve ours."""
         in_use = [prefix for prefix, candidates in paths.items() if any(p.ebgp for p in candidates)]
-        view = self.lb.update(in_use, self.config.node.name)
+        self.lb.set_in_use(in_use)  # a change starts an allocation round (lb_sync)
         self.local_prefixes = dict(self._config_prefixes)
-        for ip in view.served:
+        for ip in self.lb.view.served if self.lb.view is not None else ():
             self.local_prefixes[host_prefix(ip)] = "loadBalancerIP"
 
     @property

@@ -149,36 +149,17 @@ class NetlinkHost:
         IP_FORWARD.write_text("1" if enabled else "0")
 
     def detach_programs(self) -> list[str]:
-        """Delete every tc ingress filter named `kroute_*` (no bcc needed): programs stay
-        attached after their process, and stale maps must not forward in legacy mode."""
+        """Delete every tc filter named `kroute_*` (no bcc needed): programs stay attached
+        after their process, and stale maps must not forward in legacy mode."""
         from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
 
-        from datapath.loader import FILTER_PREFIX, INGRESS
+        from datapath.tc_hooks import HOOKS, TcHooks
 
         gone = []
         with IPRoute() as ipr:
+            hooks = TcHooks(ipr)
             for link in ipr.get_links():
-                try:
-                    filters = ipr.get_filters(link["index"], parent=INGRESS)
-                except NetlinkError:
-                    continue  # no clsact qdisc: nothing of ours
-                for f in filters:
-                    opts = f.get_attr("TCA_OPTIONS")
-                    name = (opts.get_attr("TCA_BPF_NAME") if opts else None) or ""
-                    if (
-                        f.get_attr("TCA_KIND") == "bpf"
-                        and f["handle"]
-                        and name.startswith(FILTER_PREFIX)
-                    ):
-                        prio = f["info"] >> 16
-                        ipr.tc(
-                            "del-filter",
-                            "bpf",
-                            link["index"],
-                            f["handle"],
-                            parent=INGRESS,
-                            prio=prio,
-                        )
-                        gone.append(str(link.get_attr("IFLA_IFNAME")))
+                name = str(link.get_attr("IFLA_IFNAME"))
+                if hooks.detach(link["index"], name, tuple(HOOKS)):
+                    gone.append(name)
         return gone

@@ -12,6 +12,7 @@ from bgpd.daemon import Daemon
 from bgpd.datapath_host import NetlinkHost
 from bgpd.datapath_metrics import DatapathCollector
 from bgpd.datapath_sync import DatapathSync
+from bgpd.lb_store import make_lb_store
 from bgpd.metrics import add_collector
 from bgpd.overlay_sync import OverlayRouting
 from bgpd.sdnotify import notifier_for
@@ -41,6 +42,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         loopback=KernelLoopback(),
         datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
         routing=OverlayRouting(VxlanOverlay),
+        lb_store=make_lb_store(config),
     )
     cluster.follow(daemon)
     if daemon.datapath is not None:

@@ -102,6 +102,10 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "reconcileErrors": daemon.reconcile_errors,
         "datapath": daemon.datapath.status() if daemon.datapath is not None else None,
         "routing": daemon.routing.status(config) if daemon.routing is not None else None,
+        "loadBalancer": {
+            "store": daemon.lb_sync.store.name,
+            "storeError": daemon.lb_sync.store_error,
+        },
     }
 
 

@@ -25,6 +25,15 @@ COUNTER_NAMES: tuple[str, ...] = (
     "dropped_malformed",
     "dropped_redirect",
     "dropped_csum",
+    "masqueraded",
+    "masq_reverse_translated",
+    "masq_redirected",
+    "nat_table_full",
+    "nat_no_port",
+    "masq_dropped_fragment",
+    "masq_dropped_protocol",
+    "masq_dropped_ip_options",
+    "masq_dropped_no_pod",
 )
 """Counter slots of `forward.c`, in slot order (enum CNT_*)."""
 

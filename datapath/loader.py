@@ -27,12 +27,9 @@ it from an executor thread. Map operations are serialised by a lock.
 from __future__ import annotations
 
 import ctypes
-import errno
 import ipaddress
 import logging
 import os
-import shutil
-import struct
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,110 +45,38 @@ from datapath.bpf_maps import (
     diff_entries,
     mac_str,
 )
+from datapath.bpf_pins import DEFAULT_PIN_DIR, check_pins, fs_type
+from datapath.masq import DEFAULT_MAX_ENTRIES, MasqueradeSpec, NatEntry
+from datapath.masq_bpf import BpfMasquerade, addr, u32
+from datapath.tc_hooks import TcHooks
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PIN_DIR = "/sys/fs/bpf/kroute"
-SOURCE = Path(__file__).with_name("bpf") / "forward.c"
-TC_PRIO = 1
-"""tc filter priority (`pref`) and handle of kroute's filters: one per interface and hook."""
-TC_HANDLE = 1
-FILTER_PREFIX = "kroute_"
-"""tc filter names (`TCA_BPF_NAME`) of kroute's programs: kroute_from_pod, kroute_from_netdev."""
-INGRESS = 0xFFFFFFF2  # clsact ingress (ffff:fff2)
+BPF_DIR = Path(__file__).with_name("bpf")
+SOURCE = BPF_DIR / "forward.c"
+SPLICED = ("masq.h",)
+"""Headers of forward.c spliced in place of their `#include "NAME"` line: bcc rewrites
+map calls (`table.lookup()`) only in the main source, not in included files."""
+
+
+def program_text() -> str:
+    """forward.c with its spliced headers, as bcc compiles it."""
+    text = SOURCE.read_text()
+    for name in SPLICED:
+        text = text.replace(f'#include "{name}"', (BPF_DIR / name).read_text())
+    return text
+
+
 MAX_LOCAL_PODS = 4096
 MAX_REMOTE_ROUTES = 16384
 
-# (map type, key size, value size) each pinned map must have; see forward.c.
-_BPF_MAP_TYPE_HASH, _BPF_MAP_TYPE_PERCPU_ARRAY, _BPF_MAP_TYPE_LPM_TRIE = 1, 6, 11
-MAP_SHAPES: dict[str, tuple[int, int, int]] = {
-    "local_pods": (_BPF_MAP_TYPE_HASH, 4, 20),
-    "remote_routes": (_BPF_MAP_TYPE_LPM_TRIE, 8, 8),
-    "counters": (_BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8),
-}
-
-
-def _u32(addr: ipaddress.IPv4Address) -> int:
-    """An IPv4 address as the u32 the program compares (network byte order in memory)."""
-    return int(struct.unpack("=I", addr.packed)[0])
-
-
-def _addr(value: int) -> ipaddress.IPv4Address:
-    return ipaddress.IPv4Address(struct.pack("=I", value & 0xFFFFFFFF))
-
-
-def _fs_type(path: str) -> str | None:
-    """The filesystem type of the mount holding `path` (from /proc/self/mountinfo)."""
-    best, fstype = "", None
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            mount_point = left.split()[4]
-            inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) >= len(best):
-                best, fstype = mount_point, right.split()[0]
-    return fstype
-
-
-def _pinned_shape(path: str) -> tuple[int, int, int, int] | None:
-    """(type, key size, value size, max entries) of the map pinned at `path`, or None."""
-    if not os.path.exists(path):
-        return None
-    lib = ctypes.CDLL("libbcc.so.0", use_errno=True)
-    lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
-    fd = lib.bpf_obj_get(path.encode())
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise DatapathError(
-            f"bpffs pin {path} exists but cannot be opened ({os.strerror(err)}); "
-            "remove it if it is not a map kroute pinned"
-        )
-    try:
-        info: dict[str, int] = {}
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("map_type", "key_size", "value_size", "max_entries"):
-                    info[key] = int(value.strip())
-    finally:
-        os.close(fd)
-    if "map_type" not in info:
-        raise DatapathError(f"bpffs pin {path} is not a map; remove it")
-    return info["map_type"], info["key_size"], info["value_size"], info["max_entries"]
-
-
-def check_pins(pin_dir: str) -> None:
-    """Refuse pinned maps of another shape than `forward.c`'s (a stale kroute's layout)."""
-    for name, shape in MAP_SHAPES.items():
-        path = os.path.join(pin_dir, name)
-        found = _pinned_shape(path)
-        if found is None:
-            continue
-        if found[:3] != shape or (name == "counters" and found[3] != len(COUNTER_NAMES)):
-            raise DatapathError(
-                f"pinned map {path} has (type, key size, value size, entries) {found}, "
-                f"this kroute expects {(*shape, '...')}; it was made by another kroute "
-                f"version: remove it (`rm {path}`) and restart kroute, which refills it"
-            )
-
-
-def remove_pins(pin_dir: str = DEFAULT_PIN_DIR) -> bool:
-    """Remove kroute's pinned maps and their directory (programs still attached keep their
-    own references to the maps until detached). True if the directory existed."""
-    if not os.path.isdir(pin_dir):
-        return False
-    shutil.rmtree(pin_dir)
-    return True
-
-
 _compile_lock = threading.Lock()
-_compiled: dict[tuple[str, int, int], Any] = {}
+_compiled: dict[tuple[str, int, int, int], Any] = {}
 
 
-def _compile(pin_dir: str, max_local_pods: int, max_remote_routes: int) -> Any:
+def _compile(pin_dir: str, max_local_pods: int, max_remote_routes: int, max_nat: int) -> Any:
     """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared."""
-    key = (pin_dir, max_local_pods, max_remote_routes)
+    key = (pin_dir, max_local_pods, max_remote_routes, max_nat)
     with _compile_lock:
         if key in _compiled:
             return _compiled[key]
@@ -162,20 +87,21 @@ def _compile(pin_dir: str, max_local_pods: int, max_remote_routes: int) -> Any:
                 f"cannot import bcc ({exc}); install python3-bpfcc and make it importable "
                 "in the venv (scripts/setup does)"
             ) from None
-        if _fs_type(pin_dir) != "bpf":
+        if fs_type(pin_dir) != "bpf":
             raise DatapathError(
                 f"pin directory {pin_dir} is not on bpffs; mount it "
                 "(`mount -t bpf bpf /sys/fs/bpf`) or choose a directory under it"
             )
         os.makedirs(pin_dir, exist_ok=True)
-        check_pins(pin_dir)
+        check_pins(pin_dir, max_nat)
         cflags = [
+            f"-DMAX_NAT_ENTRIES={max_nat}",
             f'-DPIN_DIR="{pin_dir}"',
             f"-DMAX_LOCAL_PODS={max_local_pods}",
             f"-DMAX_REMOTE_ROUTES={max_remote_routes}",
         ]
         try:
-            bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+            bpf = BPF(text=program_text().encode(), cflags=cflags)
         except Exception as exc:
             hint = ""
             release = os.uname().release
@@ -201,12 +127,13 @@ class BpfDatapath:
         netns: str | None = None,
         max_local_pods: int = MAX_LOCAL_PODS,
         max_remote_routes: int = MAX_REMOTE_ROUTES,
+        max_nat_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         from pyroute2 import IPRoute
 
         self.pin_dir = pin_dir.rstrip("/")
         self.netns = netns
-        self._bpf = _compile(self.pin_dir, max_local_pods, max_remote_routes)
+        self._bpf = _compile(self.pin_dir, max_local_pods, max_remote_routes, max_nat_entries)
         self._progs = {
             name: self._bpf.load_func(name.encode(), self._bpf.SCHED_CLS) for name in PROGRAMS
         }
@@ -218,6 +145,8 @@ class BpfDatapath:
             self._ipr = IPRoute(netns=netns) if netns else IPRoute()
         except Exception as exc:
             raise DatapathError(f"cannot open netlink in namespace {netns!r}: {exc}") from None
+        self._tc = TcHooks(self._ipr)
+        self._masq = BpfMasquerade(self._bpf, self._tc, self.ifindex)
         log.info("bpf datapath ready pin_dir=%s netns=%s", self.pin_dir, netns or "-")
 
     # -- interfaces --------------------------------------------------------------------
@@ -244,102 +173,53 @@ class BpfDatapath:
     def _ns(self) -> str:
         return self.netns or "(current)"
 
-    def _filters(self, index: int) -> list[tuple[int, int, str]]:
-        """(prio, handle, name) of each bpf filter on the ingress hook of `index`."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        try:
-            msgs = self._ipr.get_filters(index, parent=INGRESS)
-        except NetlinkError as exc:
-            if exc.code in (errno.EINVAL, errno.ENOENT):  # no clsact yet
-                return []
-            raise
-        out = []
-        for m in msgs:
-            if m.get_attr("TCA_KIND") != "bpf" or not m["handle"]:
-                continue
-            opts = m.get_attr("TCA_OPTIONS")
-            name = opts.get_attr("TCA_BPF_NAME") if opts else None
-            out.append((m["info"] >> 16, m["handle"], name or ""))
-        return out
-
     def attach(self, ifname: str | int, program: str) -> None:
         """Run `program` ("from_pod" or "from_netdev") on the ingress of `ifname`,
         replacing a kroute program already there (never a second filter)."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         if program not in PROGRAMS:
             raise DatapathError(f"program {program!r} is not one of {', '.join(PROGRAMS)}")
         index = self.ifindex(ifname)
-        name = FILTER_PREFIX + program
-        try:
-            try:
-                self._ipr.tc("add", "clsact", index)
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:
-                    raise
-            for prio, handle, fname in self._filters(index):
-                ours = fname.startswith(FILTER_PREFIX)
-                if (prio, handle) == (TC_PRIO, TC_HANDLE) and not ours:
-                    raise DatapathError(
-                        f"interface {ifname}: tc ingress filter pref {prio} handle {handle} "
-                        f"is {fname!r}, not kroute's; remove it (`tc filter del dev {ifname} "
-                        f"ingress pref {prio}`) to let kroute attach"
-                    )
-            self._ipr.tc(
-                "replace-filter",
-                "bpf",
-                index,
-                TC_HANDLE,
-                parent=INGRESS,
-                prio=TC_PRIO,
-                fd=self._progs[program].fd,
-                name=name,
-                direct_action=True,
-            )
-            # A kroute filter left at another pref/handle (an older layout) would run too.
-            for prio, handle, fname in self._filters(index):
-                if fname.startswith(FILTER_PREFIX) and (prio, handle) != (TC_PRIO, TC_HANDLE):
-                    self._del_filter(index, prio, handle)
-        except NetlinkError as exc:
-            raise DatapathError(
-                f"interface {ifname}: attaching {program} failed: {exc}; is it up and "
-                "does the kernel have clsact (sch_ingress)?"
-            ) from None
-        log.info("bpf attached ifname=%s program=%s", ifname, program)
-
-    def _del_filter(self, index: int, prio: int, handle: int) -> None:
-        self._ipr.tc("del-filter", "bpf", index, handle, parent=INGRESS, prio=prio)
+        self._tc.attach(index, ifname, "ingress", program, self._progs[program].fd)
 
     def detach(self, ifname: str | int) -> bool:
-        """Remove kroute's program(s) from the ingress of `ifname`; True if any was there.
+        """Remove kroute's programs from both hooks of `ifname`; True if any was there.
         The clsact qdisc stays (other programs may use it); a missing interface is fine."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         try:
             index = self.ifindex(ifname)
         except DatapathError:
             return False
-        removed = False
-        try:
-            for prio, handle, fname in self._filters(index):
-                if fname.startswith(FILTER_PREFIX):
-                    self._del_filter(index, prio, handle)
-                    removed = True
-        except NetlinkError as exc:
-            raise DatapathError(f"interface {ifname}: detaching failed: {exc}") from None
-        if removed:
-            log.info("bpf detached ifname=%s", ifname)
-        return removed
+        return self._tc.detach(index, ifname, ("ingress", "egress"))
 
     def attached(self) -> dict[str, str]:
-        """{interface name: program} for every interface carrying a kroute program."""
-        out: dict[str, str] = {}
-        for link in self._ipr.get_links():
-            for _, _, fname in self._filters(link["index"]):
-                if fname.startswith(FILTER_PREFIX):
-                    out[link.get_attr("IFLA_IFNAME")] = fname[len(FILTER_PREFIX) :]
-        return out
+        """{interface name: program} for every interface with a kroute ingress program."""
+        return self._tc.attached("ingress")
+
+    # -- masquerade (datapath/masq_bpf.py) ---------------------------------------------
+
+    kind = "bpf"
+
+    def set_masquerade(self, spec: MasqueradeSpec) -> None:
+        """Masquerade as `spec` says: `to_netdev` on the egress of its interfaces,
+        `from_netdev` on their ingress (reverse translation); idempotent."""
+        with self._lock:
+            for name in spec.egress_interfaces:
+                self.attach(name, "from_netdev")
+            self._masq.set(spec)
+
+    def clear_masquerade(self) -> bool:
+        with self._lock:
+            return self._masq.clear()
+
+    def nat_entries(self) -> list[NatEntry]:
+        return self._masq.entries()
+
+    def expire_nat(self, now: float | None = None) -> int:
+        """Sweep NAT entries idle past the spec's timeouts at monotonic `now`."""
+        with self._lock:
+            return self._masq.expire(now)
+
+    def masquerade_status(self) -> dict[str, Any]:
+        return self._masq.status()
 
     # -- local pods --------------------------------------------------------------------
 
@@ -353,7 +233,7 @@ class BpfDatapath:
 
     def _write_pod(self, pod: LocalPod) -> None:
         try:
-            self._pods[self._pods.Key(_u32(pod.ip))] = self._pod_leaf(pod)
+            self._pods[self._pods.Key(u32(pod.ip))] = self._pod_leaf(pod)
         except Exception as exc:
             raise DatapathError(
                 f"local pod {pod.ip}: map update failed ({exc}); the map holds at most "
@@ -386,7 +266,7 @@ class BpfDatapath:
     def del_local_pod(self, ip: str | ipaddress.IPv4Address) -> bool:
         with self._lock:
             try:
-                del self._pods[self._pods.Key(_u32(ipaddress.IPv4Address(ip)))]
+                del self._pods[self._pods.Key(u32(ipaddress.IPv4Address(ip)))]
             except KeyError:
                 return False
             return True
@@ -394,7 +274,7 @@ class BpfDatapath:
     def local_pods(self) -> dict[ipaddress.IPv4Address, LocalPod]:
         out = {}
         for k, v in self._pods.items():
-            ip = _addr(k.value)
+            ip = addr(k.value)
             out[ip] = LocalPod(ip, int(v.ifindex), bytes(v.host_mac), bytes(v.pod_mac))
         return out
 
@@ -405,7 +285,7 @@ class BpfDatapath:
             for pod in upserts:
                 self._write_pod(pod)
             for ip in deletes:
-                del self._pods[self._pods.Key(_u32(ip))]
+                del self._pods[self._pods.Key(u32(ip))]
         return MapChanges(len(upserts), len(deletes))
 
     # -- remote routes -----------------------------------------------------------------
@@ -413,13 +293,13 @@ class BpfDatapath:
     def _route_key(self, prefix: ipaddress.IPv4Network) -> Any:
         key = self._routes.Key()
         key.prefixlen = prefix.prefixlen
-        key.addr = _u32(prefix.network_address)
+        key.addr = u32(prefix.network_address)
         return key
 
     def _write_route(self, route: RemoteRoute) -> None:
         leaf = self._routes.Leaf()
         leaf.ifindex = route.ifindex
-        leaf.nexthop = _u32(route.next_hop) if route.next_hop else 0
+        leaf.nexthop = u32(route.next_hop) if route.next_hop else 0
         try:
             self._routes[self._route_key(route.prefix)] = leaf
         except Exception as exc:
@@ -452,8 +332,8 @@ class BpfDatapath:
     def remote_routes(self) -> dict[ipaddress.IPv4Network, RemoteRoute]:
         out = {}
         for k, v in self._routes.items():
-            net = ipaddress.IPv4Network((_addr(k.addr), k.prefixlen))
-            nh = _addr(v.nexthop) if v.nexthop else None
+            net = ipaddress.IPv4Network((addr(k.addr), k.prefixlen))
+            nh = addr(v.nexthop) if v.nexthop else None
             out[net] = RemoteRoute(net, int(v.ifindex), nh)
         return out
 
@@ -503,7 +383,20 @@ class BpfDatapath:
                 str(n): {"ifindex": r.ifindex, "nextHop": str(r.next_hop or "")}
                 for n, r in self.remote_routes().items()
             },
+            "attachedEgress": self._tc.attached("egress"),
+            "maps": self.map_fill(),
+            "masquerade": self.masquerade_status(),
             "counters": self.counters(),
+        }
+
+    def map_fill(self) -> dict[str, dict[str, int]]:
+        """{map: {"entries": n, "maxEntries": m}} of the maps whose fill matters."""
+        tables = {"localPods": self._pods, "remoteRoutes": self._routes}
+        tables["natOut"] = self._bpf[b"nat_out"]
+        tables["natIn"] = self._bpf[b"nat_in"]
+        return {
+            name: {"entries": sum(1 for _ in t), "maxEntries": int(t.max_entries)}
+            for name, t in tables.items()
         }
 
     def close(self) -> None:

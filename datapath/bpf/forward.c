@@ -3,6 +3,7 @@
 //
 //   from_pod     ingress of the host side of every pod veth
 //   from_netdev  ingress of the underlay device
+//   to_netdev    egress of the masquerade egress devices (masq.h)
 //
 // from_pod answers the pod's ARP requests itself (the node's proxy ARP needs forwarding,
 // which is off), then: destination is a local pod -> bpf_redirect_peer() into that pod's
@@ -13,7 +14,8 @@
 // router would; a packet whose TTL would expire goes to the stack (which answers with ICMP
 // time exceeded when forwarding is on, and drops it otherwise).
 //
-// Compiled once per process by bcc (datapath/loader.py); PIN_DIR is passed as a -D flag
+// Compiled once per process by bcc (datapath/loader.py, which splices masq.h in place of
+// its #include: bcc rewrites map calls only in the main source); PIN_DIR is passed as a -D flag
 // and must be a string literal naming a directory on bpffs. Maps are pinned there, and a
 // later compile reuses whatever is pinned (entries survive a restart of kroute).
 //
@@ -26,6 +28,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/pkt_cls.h>
 #include <linux/socket.h>
+#include <uapi/asm-generic/errno-base.h>
 
 #ifndef PIN_DIR
 #error "PIN_DIR must be defined (-DPIN_DIR=\"/sys/fs/bpf/kroute\")"
@@ -47,8 +50,17 @@ enum {
     CNT_ARP_REPLY = 4,      // ARP requests from pods answered with the host veth's MAC
     CNT_DROP_MALFORMED = 5, // truncated IPv4 header or ihl < 5
     CNT_DROP_REDIRECT = 6,  // a redirect helper refused (bad ifindex or flags)
-    CNT_DROP_CSUM = 7,      // bpf_l3_csum_replace failed
-    CNT_MAX = 8,
+    CNT_DROP_CSUM = 7,      // a checksum or store helper failed
+    CNT_MASQUERADED = 8,    // masq.h: pod source rewritten to the node IP on egress
+    CNT_MASQ_REVERSED = 9,  // reply or ICMP error translated back to the pod
+    CNT_MASQ_REDIRECTED = 10, // pod traffic to the outside sent to the egress device
+    CNT_NAT_FULL = 11,      // NAT table full: a new flow's packet dropped
+    CNT_NAT_NO_PORT = 12,   // no free NAT port towards that remote end: dropped
+    CNT_MASQ_DROP_FRAG = 13,    // an IPv4 fragment from a pod to the outside
+    CNT_MASQ_DROP_PROTO = 14,   // not TCP, UDP or ICMP echo, from a pod to the outside
+    CNT_MASQ_DROP_OPTIONS = 15, // IPv4 options (ihl > 5) from a pod to the outside
+    CNT_MASQ_DROP_NO_POD = 16,  // translated back to a pod that is not on this node
+    CNT_MAX = 17,
 };
 
 struct local_pod {
@@ -75,7 +87,7 @@ BPF_TABLE_PINNED("lpm_trie", struct lpm_v4_key, struct remote_route, remote_rout
 BPF_TABLE_PINNED("percpu_array", u32, u64, counters, CNT_MAX, PIN_DIR "/counters");
 
 // bcc 0.26 declares bpf_redirect_neigh with three arguments; the kernel's has four.
-static long (*kr_redirect_neigh)(u32 ifindex, struct bpf_redir_neigh *params, int plen,
+static long (*const kr_redirect_neigh)(u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                  u64 flags) = (void *)BPF_FUNC_redirect_neigh;
 
 #define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
@@ -168,6 +180,8 @@ static __always_inline int to_remote(struct __sk_buff *skb, struct iphdr *ip,
     return count(CNT_FWD_REMOTE, TC_ACT_REDIRECT);
 }
 
+#include "masq.h"
+
 // A pod's ARP request (for its gateway, 169.254.1.1, or anything else on-link): answer
 // with the MAC of the host veth it arrived on, as Calico's proxy ARP does, but without
 // needing forwarding on. Only for a sender the node knows as a pod behind this very veth.
@@ -228,6 +242,9 @@ int from_pod(struct __sk_buff *skb)
     struct remote_route *rt = remote_routes.lookup(&key);
     if (rt)
         return to_remote(skb, ip, rt);
+    int verdict;
+    if (masq_redirect(skb, ip, &verdict))
+        return verdict;
     return count(CNT_TO_STACK, TC_ACT_OK);
 }
 
@@ -245,8 +262,22 @@ int from_netdev(struct __sk_buff *skb)
     if ((void *)(ip + 1) > data_end || ip->ihl < 5)
         return count(CNT_TO_STACK, TC_ACT_OK);
     u32 daddr = ip->daddr;
+    int verdict;
+    int reversed = masq_reverse(skb, &daddr, &verdict);
+    if (reversed < 0)
+        return verdict;
+    if (reversed) {  // rewritten: packet pointers are stale
+        data = (void *)(long)skb->data;
+        data_end = (void *)(long)skb->data_end;
+        eth = data;
+        ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > data_end)
+            return count(CNT_DROP_MALFORMED, TC_ACT_SHOT);
+    }
     struct local_pod *ep = local_pods.lookup(&daddr);
     if (ep)
         return to_local_pod(skb, eth, ip, ep);
+    if (reversed)
+        return count(CNT_MASQ_DROP_NO_POD, TC_ACT_SHOT);
     return count(CNT_TO_STACK, TC_ACT_OK);
 }

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from bgpd.errors import DatapathError
-from tests.bpf_fixtures import PYTHON, Topology, nsenter, run, topology
+from tests.bpf_fixtures import PYTHON, Topology, nsenter, ready_process, run, topology
 
 pytestmark = [
     pytest.mark.netns,
@@ -134,21 +134,10 @@ def test_tcp_between_pods_on_two_nodes(topo: Topology) -> None:
     a1 = topo.a.pods[0]
     b1 = topo.b.pods[0]
     attach_all(topo)
-    server = subprocess.Popen(
-        [*nsenter(b1.ns), PYTHON, "-c", ECHO_SERVER, b1.ip],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == "ready"
+    with ready_process(b1.ns, ECHO_SERVER, b1.ip):
         size = 4 * 1024 * 1024
         out = run([*nsenter(a1.ns), PYTHON, "-c", ECHO_CLIENT, b1.ip, str(size)]).stdout
         assert out.split() == [str(size), "True"], out
-    finally:
-        server.kill()
-        server.wait()
     for node in (topo.a, topo.b):
         counters = topo.agent(node, "show")["counters"]
         assert isinstance(counters, dict)

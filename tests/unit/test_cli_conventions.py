@@ -23,8 +23,26 @@ from bgpd.status import build_app
 from tests.unit import test_metrics
 from tests.unit.test_metrics import MakeDaemon
 
-MUTATING = (("drain",), ("undrain",), ("reload",), ("node", "remove"))
-POSTS = ("/drain", "/undrain", "/reload", "/nodes/remove?name=node-b")
+MUTATING = (
+    ("drain",),
+    ("undrain",),
+    ("reload",),
+    ("node", "remove"),
+    ("pool", "apply"),
+    ("pool", "delete"),
+    ("service", "apply"),
+    ("service", "delete"),
+)
+POSTS = (
+    "/drain",
+    "/undrain",
+    "/reload",
+    "/nodes/remove?name=node-b",
+    "/pools/apply",
+    "/pools/delete?name=blue",
+    "/services/apply",
+    "/services/delete?name=web/www",
+)
 
 make_daemon = test_metrics.make_daemon  # fake speaker and kernel, an upstream peer
 

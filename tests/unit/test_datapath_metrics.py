@@ -16,9 +16,7 @@ def scrape(sync: DatapathSync) -> dict[str, dict[tuple[tuple[str, str], ...], fl
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatapathCollector(sync))
     families = text_string_to_metric_families(generate_latest(registry).decode())
-    return {
-        f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples} for f in families
-    }
+    return {f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples} for f in families}
 
 
 def test_bpf_counters_and_map_fill() -> None:

@@ -1,0 +1,72 @@
+"""Masquerade on real namespaces, the same traffic tests for both implementations (BPF
+programs with forwarding off, nftables with kernel forwarding): pod a1 on node a talks
+to an external host behind a router, which must see node a's IP; pod-to-pod traffic inside
+the native routing CIDR keeps its source (tests/masq_fixtures.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.bpf_fixtures import EXTERNAL_IP, ROUTER_IP, Topology, run
+from tests.masq_fixtures import (
+    CLOSED_PORT,
+    IMPLEMENTATIONS,
+    TCP_PORT,
+    UDP_PORT,
+    masquerading,
+    probe,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.bpf]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def masq(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    with masquerading(request.param) as t:
+        yield t
+
+
+def nat_port(peer: str) -> int:
+    return int(peer.rsplit(":", 1)[1])
+
+
+def test_external_host_sees_the_node_ip_and_a_port_from_the_range(masq: Topology) -> None:
+    a1 = masq.a.pods[0]
+    for mode, port in (("tcp", TCP_PORT), ("udp", UDP_PORT)):
+        peer = probe(a1, mode, EXTERNAL_IP, port)["peer"]
+        assert peer.startswith(f"{masq.a.ip}:"), (mode, peer)
+        assert 61000 <= nat_port(peer) <= 65535, (mode, peer)
+
+
+def test_icmp_echo_through_the_nat(masq: Topology) -> None:
+    assert masq.ping(masq.a.pods[0], EXTERNAL_IP) == 3
+    assert masq.ping(masq.a.pods[1], EXTERNAL_IP) == 3
+
+
+def test_port_unreachable_reaches_the_pod_socket(masq: Topology) -> None:
+    got = probe(masq.a.pods[0], "udp", EXTERNAL_IP, CLOSED_PORT)
+    assert got == {"error": "ConnectionRefusedError"}
+
+
+def test_time_exceeded_from_the_router_reaches_the_pod(masq: Topology) -> None:
+    """A traceroute-like probe: TTL 2 expires at the router behind the node."""
+    got = probe(masq.a.pods[0], "ttl", EXTERNAL_IP, UDP_PORT)
+    # SO_EE_ORIGIN_ICMP, ICMP_TIME_EXCEEDED, sent by the router's bridge address.
+    assert got == {"origin": 2, "type": 11, "code": 0, "offender": ROUTER_IP}
+
+
+def test_fragmentation_needed_reaches_the_pod(masq: Topology) -> None:
+    """Path-MTU discovery through the NAT: the router's uplink carries only 1200 bytes."""
+    assert masq.router and masq.external
+    run(["ip", "-n", masq.router, "link", "set", "up0", "mtu", "1200"])
+    run(["ip", "-n", masq.external, "link", "set", "eth0", "mtu", "1200"])
+    assert probe(masq.a.pods[0], "pmtu", EXTERNAL_IP, UDP_PORT) == {"mtu": 1200}
+
+
+def test_pod_to_pod_inside_the_native_cidr_keeps_its_source(masq: Topology) -> None:
+    a1, b1 = masq.a.pods[0], masq.b.pods[0]
+    for mode, port in (("tcp", TCP_PORT), ("udp", UDP_PORT)):
+        peer = probe(a1, mode, b1.ip, port)["peer"]
+        assert peer.split(":")[0] == a1.ip, (mode, peer)
