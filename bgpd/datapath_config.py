@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from bgpd.config_types import CIDR, Model, Network
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/kroute"
-DEFAULT_PORT_RANGE = "32768-65535"
+DEFAULT_PORT_RANGE = "61000-65535"  # above Linux's local port range (32768-60999)
 IFNAME_MAX = 15
 
 

@@ -36,7 +36,9 @@ from typing import Any
 from bgpd.config import Config
 from bgpd.datapath_host import GatewayRoute, Host, HostView
 from bgpd.errors import DatapathError
+from bgpd.masq_sync import MasqueradeSync
 from datapath.bpf_maps import Datapath, LocalPod, RemoteRoute
+from datapath.masq import Masquerader
 from datapath.routes import KernelRoute
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,12 @@ BpfFactory = Callable[[str], Datapath]
 LOOPBACK = "lo"
 START_WAIT = 120.0
 REATTACH_INTERVAL = 30.0
+
+
+def _no_nft() -> Masquerader:
+    from datapath.nft_masq import NftMasquerade
+
+    return NftMasquerade()
 
 
 def device_for(
@@ -145,8 +153,10 @@ class DatapathSync:
         host: Host,
         make_bpf: BpfFactory | None,
         clock: Callable[[], float] = time.monotonic,
+        make_nft: Callable[[], Masquerader] | None = None,
     ) -> None:
         self.config = config
+        self.masquerade = MasqueradeSync(config, make_nft or _no_nft)
         self._clock = clock
         self._reattached_at = clock()
         self.host = host
@@ -188,6 +198,7 @@ class DatapathSync:
             left = self.host.detach_programs()  # a BPF run's programs would still forward
             if left:
                 log.info("event=bpf-programs-detached interfaces=%s", ",".join(left))
+        self.masquerade.start(self.bpf)
         log.info("event=datapath-started host_routing=%s reason=%r", self.host_routing, self.reason)
 
     def sync(
@@ -197,6 +208,7 @@ class DatapathSync:
         with self._lock:
             view = self.host.observe()
             self.ip_forward = view.ip_forward
+            self.masquerade.sync(own_cidrs, view)
             if self.bpf is None:
                 if not view.ip_forward:
                     log.warning("event=ip-forward-was-off action=enable")
@@ -250,7 +262,7 @@ class DatapathSync:
             "hostRouting": self.host_routing,
             "reason": self.reason,
             "ipForward": self.ip_forward,
-            "masquerade": {"enabled": masq.enabled, "active": None},
+            "masquerade": {"enabled": masq.enabled, "active": self.masquerade.line()},
             "attached": dict(sorted(self._attached.items())),
             "skippedRoutes": list(self.skipped),
             "lastError": self.last_error,

@@ -348,3 +348,26 @@ def route_to(node: NodePlan, prefix: str) -> str:
 def remote_items(node: NodePlan) -> dict[str, dict[str, object]]:
     maps = datapath_of(node).get("maps")
     return maps["remote_routes"]["items"] if isinstance(maps, dict) else {}  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("datapath", ["bpf", "legacy"])
+def test_pod_to_external_is_masqueraded_to_the_node_ip(make_lab: LabFactory, datapath: str) -> None:
+    """datapath.masquerade on node a (nativeRoutingCIDR = the lab's pod range): the
+    external host sees node a's address, BPF SNAT or nftables by the datapath; pod to pod
+    keeps its source."""
+    lab = make_lab(2, upstream="bird", datapath=datapath)
+    a, b = lab.plan.nodes
+    up = lab.plan.upstream
+    assert up is not None
+    config = Path(a.config_path)
+    data = yaml.safe_load(config.read_text())
+    data["datapath"]["masquerade"] = {"enabled": True}
+    config.write_text(yaml.safe_dump(data))
+    labmod.restart(lab, a.name, kill=False, timeout=60, say=lambda _: None)
+    kind = "BPF" if datapath == "bpf" else "nftables"
+    wanted = f"{kind} [eth0] {a.pod_cidr}"
+    wait_until(lambda: kroute_cli(a, "status").count(wanted) == 1, 60, wanted)
+    sh(up.ext_ns, "ethtool", "-K", "eth0", "tx", "off")  # a wrong checksum must not hide
+    assert tcp_transfer(a, up.ext_ns, up.ext_ip) == a.ip
+    assert pings(a, up.ext_ip) == 3
+    assert tcp_transfer(a, b.pod_ns, b.pod_ip) == a.pod_ip

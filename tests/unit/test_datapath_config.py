@@ -34,7 +34,7 @@ def test_defaults_are_native_routing_and_kernel_forwarding() -> None:
     assert config.datapath.bpf.enabled is False
     assert config.datapath.bpf.pin_dir == "/sys/fs/bpf/kroute"
     assert config.datapath.masquerade.enabled is False
-    assert config.datapath.masquerade.ports == (32768, 65535)
+    assert config.datapath.masquerade.ports == (61000, 65535)
 
 
 def test_full_sections_load_in_camel_case() -> None:

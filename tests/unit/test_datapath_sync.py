@@ -250,3 +250,31 @@ async def test_daemon_programs_learned_routes_into_the_maps(
     finally:
         daemon.request_stop()
         await asyncio.wait_for(daemon.stop(), 5)
+
+
+def test_masquerade_uses_bpf_when_loaded_else_nftables_with_the_node_spec() -> None:
+    from datapath.masq import FakeMasquerader
+
+    masq: dict[str, Any] = {"enabled": True}
+    data = cluster_data()
+    data["datapath"] = {"bpf": {"enabled": True}, "masquerade": masq}
+    data["routing"] = {"nativeRoutingCIDR": "10.244.0.0/16"}
+    cfg = parse_config(data)
+
+    class BpfWithNat(FakeBpfDatapath, FakeMasquerader):  # type: ignore[misc]
+        pass
+
+    bpf = BpfWithNat(ifindexes={"eth0": 2, "kr1": 7, "kr2": 8})
+    bpf.spec, bpf.entries = None, []  # the second dataclass's fields (one __init__ ran)
+    sync = DatapathSync(cfg, StaticHost(view()), lambda _: bpf)
+    sync.start()
+    sync.sync([], [CIDR_A])
+    assert sync.status()["masquerade"]["active"] == "BPF [eth0] 10.244.1.0/24"
+    assert bpf.spec is not None and str(bpf.spec.native_routing_cidrs[0]) == "10.244.0.0/16"
+
+    nft = FakeMasquerader(kind="nftables")
+    data["datapath"]["bpf"]["enabled"] = False
+    legacy = DatapathSync(parse_config(data), StaticHost(view()), None, make_nft=lambda: nft)
+    legacy.start()
+    legacy.sync([], [CIDR_A])
+    assert legacy.status()["masquerade"]["active"] == "nftables [eth0] 10.244.1.0/24"
