@@ -20,7 +20,7 @@ def masquerading(dp: dict[str, Any]) -> str:
     if not masq.get("enabled"):
         return "Disabled"
     active = masq.get("active")
-    return str(active) if active else "requested, not available in this build"
+    return str(active) if active else "requested, waiting for the datapath"
 
 
 def status_lines(status: dict[str, Any]) -> list[tuple[str, str]]:

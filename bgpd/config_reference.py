@@ -128,8 +128,8 @@ MEANINGS = {
     "with `ip_forward=1`",
     "datapath.bpf.pinDir": "where the maps are pinned (bpffs; one directory per node sharing "
     "a kernel)",
-    "datapath.masquerade": "source NAT of pod traffic leaving the cluster (validated only, "
-    "not built yet)",
+    "datapath.masquerade": "source NAT of pod traffic leaving the cluster (BPF, or nftables "
+    "when the kernel forwards)",
     "datapath.masquerade.enabled": "masquerade pod traffic",
     "datapath.masquerade.interfaces": "interfaces to masquerade on (default: the underlay)",
     "datapath.masquerade.portRange": "source ports NAT may use",

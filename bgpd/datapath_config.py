@@ -7,7 +7,7 @@
       vxlan: {vni: 1, port: 4789}
     datapath:
       bpf: {enabled: true, pinDir: /sys/fs/bpf/kroute}
-      masquerade: {enabled: true, interfaces: [eth0], portRange: 32768-65535}
+      masquerade: {enabled: true, interfaces: [eth0], portRange: 61000-65535}
 
 `datapath_errors` refuses combinations that cannot work, each line naming the field and
 what to set; `bgpd.config.Config` calls it, so a bad file is refused at load and reload.
