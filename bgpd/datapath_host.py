@@ -154,31 +154,31 @@ class NetlinkHost:
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
-        from datapath.loader import FILTER_PREFIX, INGRESS
+        from datapath.tc_hooks import FILTER_PREFIX, HOOKS
 
         gone = []
         with IPRoute() as ipr:
             for link in ipr.get_links():
-                try:
-                    filters = ipr.get_filters(link["index"], parent=INGRESS)
-                except NetlinkError:
-                    continue  # no clsact qdisc: nothing of ours
-                for f in filters:
-                    opts = f.get_attr("TCA_OPTIONS")
-                    name = (opts.get_attr("TCA_BPF_NAME") if opts else None) or ""
-                    if (
-                        f.get_attr("TCA_KIND") == "bpf"
-                        and f["handle"]
-                        and name.startswith(FILTER_PREFIX)
-                    ):
-                        prio = f["info"] >> 16
-                        ipr.tc(
-                            "del-filter",
-                            "bpf",
-                            link["index"],
-                            f["handle"],
-                            parent=INGRESS,
-                            prio=prio,
-                        )
-                        gone.append(str(link.get_attr("IFLA_IFNAME")))
+                for parent in HOOKS.values():  # forwarding (ingress) and masquerade (egress)
+                    try:
+                        filters = ipr.get_filters(link["index"], parent=parent)
+                    except NetlinkError:
+                        break  # no clsact qdisc: nothing of ours
+                    for f in filters:
+                        opts = f.get_attr("TCA_OPTIONS")
+                        name = (opts.get_attr("TCA_BPF_NAME") if opts else None) or ""
+                        if (
+                            f.get_attr("TCA_KIND") == "bpf"
+                            and f["handle"]
+                            and name.startswith(FILTER_PREFIX)
+                        ):
+                            ipr.tc(
+                                "del-filter",
+                                "bpf",
+                                link["index"],
+                                f["handle"],
+                                parent=parent,
+                                prio=f["info"] >> 16,
+                            )
+                            gone.append(str(link.get_attr("IFLA_IFNAME")))
         return gone
