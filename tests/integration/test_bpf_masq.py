@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bgpd.errors import DatapathError
 from datapath.masq import NatTimeouts
 from tests.bpf_fixtures import EXTERNAL_IP, PYTHON, REPO, Topology, nsenter, topology
 from tests.masq_fixtures import (
@@ -92,6 +93,11 @@ def test_full_table_is_counted_and_existing_flows_keep_working(outside: Topology
     assert isinstance(counters, dict)
     assert counters["nat_table_full"] >= 1, counters
     assert len(seen["nat"]) == 2  # type: ignore[arg-type]
+    # The pinned table keeps its size: another maxEntries is refused, saying what to do.
+    from datapath.loader import BpfDatapath
+
+    with pytest.raises(DatapathError, match="set maxEntries to 2"):
+        BpfDatapath(t.a.pin_dir, netns=t.a.ns, max_nat_entries=4096)
 
 
 def test_tcp_transfer_survives_the_loader_being_killed_and_restarted(
