@@ -31,10 +31,7 @@ lint: setup
 	$(VENV)/mypy
 
 bench: setup
-	$(VENV)/python bench/route_install.py
-	$(VENV)/python bench/convergence.py
-	$(VENV)/python bench/ipam.py
-	$(VENV)/python bench/lbipam.py
+	$(VENV)/python bench/run_all.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache *.egg-info

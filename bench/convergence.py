@@ -49,10 +49,16 @@ from typing import Any
 
 import yaml
 
+# bench/ holds scripts named like kroute's packages (ipam.py, datapath.py, lbipam.py), and
+# Python puts a script's directory first on sys.path: drop it so the packages are found.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 from bgpd.client import fetch_status
 from bgpd.errors import KrouteError
 from lab import health, net, procs
 from lab import lab as labmod
+from lab.bench_results import record
 from lab.plan import ASN, BRIDGE, MAX_NODES, NODE_IF, NodePlan
 from lab.procs import Proc
 from lab.routers import NeighborConf, make_router
@@ -562,6 +568,15 @@ def ms(seconds: float) -> str:
 def row(figure: str, kroute: float, base: float, unit: Callable[[float], str]) -> None:
     ratio = kroute / base if base > 0 else float("inf")
     print(f"{figure:<44}{unit(kroute):>12}{unit(base):>12}{ratio:>8.2f}")
+    record(
+        "convergence",
+        figure,
+        "s",
+        kroute,
+        baseline_name="BIRD 2",
+        baseline=base,
+        higher_is_better=False,
+    )
 
 
 def header(title: str) -> None:

@@ -70,6 +70,7 @@ from ipam.allocator import ClusterPool, IpamState
 from ipam.etcd_store import EtcdIpamStore
 from ipam.file_store import FileIpamStore
 from ipam.store import TransactionalStore
+from lab.bench_results import record
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_POOL = ClusterPool((ipaddress.ip_network("10.0.0.0/8"),), mask_v4=24)  # 65,536 blocks
@@ -373,6 +374,17 @@ def report(rows: list[Row], ops: int, problems: dict[str, list[str]], seconds: f
         print(
             f"{r.store:<7}{r.clients:>8}  {KIND_LABEL[r.kind]:<12}{r.rate:>15,.0f}"
             f"{r.base_rate:>13,.0f}{r.rate / r.base_rate:>8.2f}{doc:>18}"
+        )
+        figure = f"{r.store} store, {r.clients} clients, {KIND_LABEL[r.kind]}"
+        floor = "flock+fsync+rename" if r.store == "file" else "plain etcd put"
+        record(
+            "ipam",
+            figure,
+            "allocations/s",
+            r.rate,
+            baseline_name=floor,
+            baseline=r.base_rate,
+            higher_is_better=True,
         )
     print(
         "ratio = store / baseline (1.0 = as fast as the floor). Baselines, same clients and\n"

@@ -19,8 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# bench/ holds scripts named like kroute's packages (ipam.py, datapath.py, lbipam.py), and
+# Python puts a script's directory first on sys.path: drop it so the packages are found.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 from datapath.netlink import NetlinkKernelRoutes
 from datapath.routes import KernelRoute, KernelRouteReconciler, Network
+from lab.bench_results import record
 
 GATEWAY = "10.99.0.2"
 FIRST = int(ipaddress.IPv4Address("20.0.0.0"))
@@ -113,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<22}{add_rate:>14,.0f}{del_rate:>17,.0f}")
     (ka, kd), (ia, idel) = rates["kroute"], rates["ip -batch"]
     print(f"{'ratio kroute/ip-batch':<22}{ka / ia:>14.2f}{kd / idel:>17.2f}")
+    for what, k, i in (("add", ka, ia), ("delete", kd, idel)):
+        figure = f"{what} {n:,} /32 kernel routes"
+        record(
+            "route_install",
+            figure,
+            "routes/s",
+            k,
+            baseline_name="ip -batch",
+            baseline=i,
+            higher_is_better=True,
+        )
     print(f"kroute dump of {n} routes: {dump_secs:.3f} s ({n / dump_secs:,.0f} routes/s)")
     return 0
 

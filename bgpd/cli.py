@@ -1,22 +1,29 @@
 """The `kroute` command: run the daemon, check a config, and talk to a running daemon.
 
-Exit codes: 0 success, 1 runtime failure (daemon unreachable, kernel refused),
-2 invalid input (bad config file, bad arguments).
+Every subcommand's help ends with examples; every command that reads takes
+`-o table|json|yaml` (bgpd.output) and `--socket PATH` or `--address HOST:PORT`
+(bgpd.client); commands that change the node take only `--socket`. Exit codes are
+EXIT_CODES below (also in `kroute --help` and the README).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from bgpd.client import call, socket_path
-from bgpd.config import DEFAULT_SOCKET, load_config
+from bgpd.cli_datapath import register as register_datapath
+from bgpd.cli_datapath import status_lines
+from bgpd.client import add_target_flags, call, target
+from bgpd.config import load_config
 from bgpd.errors import ConfigError, KrouteError
+from bgpd.kube.status_lines import kube_status_lines
+from bgpd.logging_setup import LOG_FORMATS
+from bgpd.logging_setup import configure as configure_logging
+from bgpd.output import EXIT_CODES, add_output_flag, command, render
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -79,10 +86,13 @@ def format_status(status: dict[str, Any]) -> str:
             f"{len(routes)} (proto bgp): {learned} learned, {len(routes) - learned} blackhole",
         ),
     ]
+    lines += status_lines(status) + kube_status_lines(status)
     for line in status.get("ipam", {}).get("usage", []):
         lines.append(("IPAM", line))
     if status.get("ipam", {}).get("storeError"):
         lines.append(("IPAM store", "UNREACHABLE: " + status["ipam"]["storeError"]))
+    if status.get("loadBalancer", {}).get("storeError"):
+        lines.append(("LB store", "UNREACHABLE: " + status["loadBalancer"]["storeError"]))
     if status["adoptedRoutesPending"]:
         lines.append(
             (
@@ -155,7 +165,7 @@ def format_pools(data: list[dict[str, Any]]) -> str:
         for p in data
     ]
     if not rows:
-        return "No LoadBalancer pools (loadBalancer.pools in the config)."
+        return "No LoadBalancer pools (kroute pool apply, or loadBalancer.pools in the config)."
     headers = ["NAME", "DISABLED", "CONFLICTING", "IPS AVAILABLE", "IPS USED", "AGE"]
     return _table(headers, rows)
 
@@ -172,7 +182,7 @@ def format_services(data: list[dict[str, Any]]) -> str:
         for s in data
     ]
     if not rows:
-        return "No LoadBalancer services (loadBalancer.services in the config)."
+        return "No LoadBalancer services (kroute service apply, or loadBalancer.services)."
     return _table(["SERVICE", "IPS", "POLICY", "ANNOUNCED BY", "WHY"], rows)
 
 
@@ -192,31 +202,31 @@ def format_nodes(data: dict[str, Any]) -> str:
 
 
 def _show(args: argparse.Namespace, formatter: Any, endpoint: str) -> int:
-    data = call(socket_path(args.socket), endpoint)
-    print(json.dumps(data, indent=2) if args.output == "json" else formatter(data))
+    data = call(target(args), endpoint)
+    print(render(data, args.output, formatter))
     return EXIT_OK
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    answer = call(socket_path(args.socket), f"/drain?wait={args.wait}", method="POST")
+    answer = call(target(args), f"/drain?wait={args.wait}", method="POST")
     print(f"draining: prefixes carry 65535:0 now and are withdrawn in {answer['withdrawIn']:g}s")
     return EXIT_OK
 
 
 def cmd_node_remove(args: argparse.Namespace) -> int:
-    call(socket_path(args.socket), f"/nodes/remove?name={args.name}", method="POST")
+    call(target(args), f"/nodes/remove?name={args.name}", method="POST")
     print(f"node {args.name}: blocks and pod IPs released")
     return EXIT_OK
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    answer = call(socket_path(args.socket), "/reload", method="POST")
+    answer = call(target(args), "/reload", method="POST")
     print(f"reloaded: {answer['peers']} peers")
     return EXIT_OK
 
 
 def cmd_undrain(args: argparse.Namespace) -> int:
-    call(socket_path(args.socket), "/undrain", method="POST")
+    call(target(args), "/undrain", method="POST")
     print("undrained: prefixes announced normally again")
     return EXIT_OK
 
@@ -232,7 +242,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bgpd.runner import run_daemon  # imported late: `kroute status` stays fast
 
     config = load_config(args.config)
+    if args.log_format is None:
+        configure_logging(args.verbose, config.log.format)
     asyncio.run(run_daemon(config, args.config))
+    return EXIT_OK
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from bgpd.config_reference import reference
+
+    text = reference()
+    if args.write is None:
+        print(text, end="")
+    else:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write}")
     return EXIT_OK
 
 
@@ -249,97 +273,120 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+READ_COMMANDS = (
+    ("status", format_status, "/status", "summary of the running daemon (like cilium status)"),
+    ("peers", format_peers, "/status", "BGP sessions (like calicoctl node status)"),
+    ("routes", format_routes, "/routes", "every prefix: paths, kernel, advertised, why not"),
+    ("ipam", format_ipam, "/ipam", "node blocks and pod IPs (ipam.mode cluster-pool)"),
+    ("nodes", format_nodes, "/nodes", "cluster members and their pod CIDRs"),
+    ("pools", format_pools, "/pools", "LoadBalancer IP pools and their usage"),
+    ("services", format_services, "/services", "LoadBalancer services: IPs, announcers"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kroute", description="Node routing daemon: BGP for pod CIDRs, kernel routes."
+        prog="kroute",
+        description="Node routing daemon: BGP for pod CIDRs and LoadBalancer IPs, kernel routes.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines as key=value text or JSON objects (default: the config's log.format, "
+        "else text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser(
-        "run",
-        help="run the daemon",
-        description="Example: kroute run --config /etc/kroute/kroute.yaml",
-    )
+    run = command(sub, "run", "run the daemon", "kroute run --config /etc/kroute/kroute.yaml")
     run.add_argument("--config", "-c", default="/etc/kroute/kroute.yaml", help="config file")
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser(
+    check = command(
+        sub,
         "check-config",
-        help="validate a config file",
-        description="Example: kroute check-config config/kroute.yaml",
+        "validate a config file (exit 2 and every error when invalid)",
+        "kroute check-config /etc/kroute/kroute.yaml",
     )
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
 
-    for name, formatter, endpoint, text in (
-        ("status", format_status, "/status", "summary of the running daemon (like cilium status)"),
-        ("peers", format_peers, "/status", "BGP sessions (like calicoctl node status)"),
-        ("routes", format_routes, "/routes", "every prefix: paths, kernel, advertised, why not"),
-        ("ipam", format_ipam, "/ipam", "node blocks and pod IPs (ipam.mode cluster-pool)"),
-        ("nodes", format_nodes, "/nodes", "cluster members and their pod CIDRs"),
-        ("pools", format_pools, "/pools", "LoadBalancer IP pools and their usage"),
-        ("services", format_services, "/services", "LoadBalancer services: IPs, announcers"),
-    ):
-        show = sub.add_parser(name, help=text, description=f"Example: kroute {name} -o json")
-        show.add_argument("-o", "--output", choices=["table", "json"], default="table")
-        show.add_argument(
-            "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
+    for name, formatter, endpoint, text in READ_COMMANDS:
+        show = command(
+            sub,
+            name,
+            text,
+            f"kroute {name}",
+            f"kroute {name} -o yaml --socket /run/kroute/kroute.sock",
+            f"kroute {name} -o json --address 10.0.0.5:9479",
         )
+        add_output_flag(show)
+        add_target_flags(show, read_only=True)
         show.set_defaults(func=lambda a, f=formatter, e=endpoint: _show(a, f, e))
 
-    drain = sub.add_parser(
+    drain = command(
+        sub,
         "drain",
-        help="move traffic away: GRACEFUL_SHUTDOWN, then withdraw our prefixes",
-        description="Example: kroute drain --wait 30 (undo with kroute undrain)",
+        "move traffic away: GRACEFUL_SHUTDOWN, then withdraw our prefixes",
+        "kroute drain --wait 30    # undo with kroute undrain",
     )
     drain.add_argument("--wait", type=float, default=30.0, help="seconds before withdrawing")
-    undrain = sub.add_parser(
-        "undrain",
-        help="announce our prefixes normally again",
-        description="Example: kroute undrain",
-    )
-    reload_ = sub.add_parser(
+    drain.set_defaults(func=cmd_drain)
+    undrain = command(sub, "undrain", "announce our prefixes normally again", "kroute undrain")
+    undrain.set_defaults(func=cmd_undrain)
+    reload_ = command(
+        sub,
         "reload",
-        help="re-read the config file (as SIGHUP); an invalid file is refused",
-        description="Example: kroute reload (errors print like check-config; exit 1)",
+        "re-read the config file (as SIGHUP); an invalid file is refused",
+        "kroute reload    # errors print like check-config; exit 1",
     )
     reload_.set_defaults(func=cmd_reload)
-    node = sub.add_parser("node", help="cluster node operations")
+    node = command(sub, "node", "cluster node operations", "kroute node remove kr-n4")
     node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
-    remove = node_sub.add_parser(
+    remove = command(
+        node_sub,
         "remove",
-        help="release a removed node's pod CIDR blocks and pod IPs",
-        description="Example: kroute node remove kr-n4 (only for a node that is gone)",
+        "release a removed node's pod CIDR blocks and pod IPs",
+        "kroute node remove kr-n4    # only for a node that is gone",
     )
     remove.add_argument("name")
     remove.set_defaults(func=cmd_node_remove)
-    for parser_ in (drain, undrain, reload_, remove):
-        parser_.add_argument(
-            "--socket", help=f"daemon socket (default: $KROUTE_SOCKET or {DEFAULT_SOCKET})"
-        )
-    drain.set_defaults(func=cmd_drain)
-    undrain.set_defaults(func=cmd_undrain)
+    for mutating in (drain, undrain, reload_, remove):
+        add_target_flags(mutating, read_only=False)
 
-    cleanup = sub.add_parser(
+    cleanup = command(
+        sub,
         "cleanup",
-        help="remove every kernel route kroute installed",
-        description="Example: kroute cleanup (stop the daemon first)",
+        "remove every kernel route kroute installed",
+        "systemctl stop kroute && kroute cleanup",
     )
     cleanup.set_defaults(func=cmd_cleanup)
 
+    reference_ = command(
+        sub,
+        "config-reference",
+        "print the configuration reference (Markdown) generated from the config model",
+        "kroute config-reference --write docs/configuration.md",
+    )
+    reference_.add_argument("--write", metavar="FILE", help="write it to FILE instead")
+    reference_.set_defaults(func=cmd_config_reference)
+
+    register_datapath(sub)
+    from bgpd.cli_lb import register as register_lb
+    from bgpd.kube.operator_cli import register as register_operator
     from lab.cli import register
 
+    register_lb(sub)
     register(sub)
+    register_operator(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
+    configure_logging(args.verbose, args.log_format or "text")
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -14,23 +14,26 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bgpd.config import ClusterNode, Config
 from bgpd.config_types import Network
 from bgpd.errors import KrouteError
+from bgpd.files import write_atomic
 from ipam.allocator import ClusterPool, IpamState, usage
 from ipam.store import IpamStore
 
 if TYPE_CHECKING:
     from bgpd.daemon import Daemon
+    from bgpd.health import Heartbeat
     from bgpd.membership import Member, Membership
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX = 30.0
+STATUS_STORE_TIMEOUT = 1.0
 
 
 def cluster_pool(config: Config) -> ClusterPool | None:
@@ -68,7 +71,29 @@ def effective_config(
     return base.model_copy(update={"cluster": cluster})
 
 
+def visible_members(
+    watched: Mapping[str, Member],
+    previous: Mapping[str, Member],
+    established: Callable[[str], bool],
+) -> dict[str, Member]:
+    """The members the store shows, plus those it stopped showing whose BGP session is
+    still established (or restarting under graceful restart): a lease lost to a store
+    outage is not a node gone. A node that really left loses its session too, and goes
+    at the next check."""
+    kept = {
+        name: member
+        for name, member in previous.items()
+        if name not in watched and established(member.ip)
+    }
+    return {**watched, **kept}
+
+
 def make_store(config: Config) -> IpamStore:
+    if config.ipam.store == "kubernetes":
+        from bgpd.kube.api import api_client
+        from bgpd.kube.ipam_store import KubeIpamStore
+
+        return KubeIpamStore(api_client(config.kubernetes.kubeconfig))
     if config.ipam.store == "etcd":
         from ipam.etcd_store import EtcdIpamStore
 
@@ -105,6 +130,7 @@ class ClusterState:
         self.membership: Membership | None = None
         self.blocks: tuple[Network, ...] = ()
         self.members: dict[str, Member] = {}
+        self.watched: dict[str, Member] = {}  # what the store shows right now
         self.store_error = ""
         self.snapshot: IpamState | None = None
         self._cache = Path(base.run_dir) / "ipam-blocks.json"
@@ -136,32 +162,75 @@ class ClusterState:
             )
             await self.membership.register(self._me())
             self.members = await self.membership.members()
+            self.watched = dict(self.members)
         return self.effective()
 
     def effective(self) -> Config:
         return effective_config(self.base, self.blocks, self.members)
 
     def follow(self, daemon: Daemon) -> None:
-        """Reconfigure `daemon` whenever the membership changes."""
+        """Reconfigure `daemon` whenever the membership changes; the `membership`
+        heartbeat beats while the watch runs (etcd outages included: it retries)."""
         if self.membership is not None:
-            self._tasks.append(asyncio.create_task(self._watch(daemon), name="membership"))
+            watch = asyncio.create_task(self._watch(daemon), name="membership")
+            self._tasks.append(watch)
+            heartbeat = daemon.health.register(
+                "membership", max(3.0 * self.base.cluster.lease_ttl, 30)
+            )
+            self._tasks.append(asyncio.create_task(self._supervise(watch, heartbeat)))
+            self._tasks.append(asyncio.create_task(self._recheck(daemon), name="members"))
+
+    async def _supervise(self, watch: asyncio.Task[None], heartbeat: Heartbeat) -> None:
+        while not watch.done():
+            heartbeat.beat()
+            await asyncio.sleep(self.base.cluster.lease_ttl / 3)
+        error = None if watch.cancelled() else watch.exception()
+        heartbeat.failed(f"the membership watch ended: {error!r}")
+        log.error("event=membership-watch-ended error=%r", error)
 
     async def _watch(self, daemon: Daemon) -> None:
         assert self.membership is not None
         async for members in self.membership.watch():
-            if members != self.members:
-                self.members = dict(members)
-                log.info("event=membership-changed members=%s", ",".join(sorted(members)))
-                daemon.reconfigure(self.effective())
+            self.watched = dict(members)
+            self._apply(daemon)
+
+    async def _recheck(self, daemon: Daemon) -> None:
+        """Members kept only for their BGP session go once that session is down."""
+        while True:
+            await asyncio.sleep(self.base.cluster.lease_ttl)
+            self._apply(daemon)
+
+    def _apply(self, daemon: Daemon) -> None:
+        def established(ip: str) -> bool:  # or restarting, its routes held by GR
+            status = daemon.peers.get(ipaddress.ip_address(ip))
+            return status is not None and (
+                status.state == "established" or status.stale_timer is not None
+            )
+
+        members = visible_members(
+            self.watched, self.members, lambda ip: ip == str(self.base.node.ip) or established(ip)
+        )
+        if members == self.members:
+            return
+        retained = sorted(set(members) - set(self.watched))
+        if retained:
+            log.warning(
+                "event=members-retained nodes=%s reason=no-store-record-but-session-established",
+                ",".join(retained),
+            )
+        self.members = members
+        log.info("event=membership-changed members=%s", ",".join(sorted(members)))
+        daemon.reconfigure(self.effective())
 
     async def _allocate(self) -> None:
         assert self.store is not None and self.pool is not None
         blocks = await self.store.allocate_node_blocks(self.pool, self.base.node.name)
         self.blocks = tuple(blocks)
         self.store_error = ""
-        tmp = self._cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps([str(b) for b in self.blocks]))
-        tmp.replace(self._cache)
+        try:  # only a cache for starting while the store is down: never fatal
+            write_atomic(self._cache, json.dumps([str(b) for b in self.blocks]))
+        except OSError as exc:
+            log.error("event=ipam-cache-not-saved path=%s error=%r", self._cache, exc.strerror)
         log.info("event=ipam-blocks node=%s blocks=%s", self.base.node.name, self.blocks)
 
     async def _retry_allocation(self) -> None:
@@ -194,10 +263,17 @@ class ClusterState:
         """IPAM usage lines and store health, for /status."""
         if self.store is None:
             return {"mode": self.base.ipam.mode}
+        unanswered = ""
         try:
-            self.snapshot = await self.store.snapshot()
+            async with asyncio.timeout(STATUS_STORE_TIMEOUT):
+                self.snapshot = await self.store.snapshot()
         except KrouteError as exc:
             self.store_error = str(exc)
+        except TimeoutError:  # status must answer while the store is down
+            unanswered = (
+                f"the {self.base.ipam.store} store did not answer within "
+                f"{STATUS_STORE_TIMEOUT:.0f} s; usage below is the last known"
+            )
         lines = (
             [u.line() for u in usage(self.snapshot, self.pool, self.base.node.name)]
             if (self.snapshot is not None)
@@ -206,7 +282,8 @@ class ClusterState:
         return {
             "mode": self.base.ipam.mode,
             "store": self.base.ipam.store,
-            "storeError": self.store_error,
+            "storeError": self.store_error or unanswered,
+            "membersWithoutRecord": sorted(set(self.members) - set(self.watched)),
             "blocks": [str(b) for b in self.blocks],
             "usage": lines,
         }

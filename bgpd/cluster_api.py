@@ -1,5 +1,6 @@
 """HTTP endpoints for cluster state: `GET /ipam`, `GET /nodes`, and (unix socket only)
-`POST /nodes/remove?name=N`, which releases a removed node's blocks and pod IPs."""
+`POST /nodes/remove?name=N`, which releases a removed node's blocks and pod IPs.
+The LoadBalancer endpoints are `bgpd.lb_api`'s."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from bgpd.errors import KrouteError
+from bgpd.lb_api import add_lb_routes
 
 if TYPE_CHECKING:
     from bgpd.daemon import Daemon
@@ -64,50 +66,7 @@ def add_cluster_routes(app: web.Application, daemon: Daemon, *, control: bool) -
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"removed": name})
 
-    async def pools(_: web.Request) -> web.Response:
-        view = daemon.lb.view
-        rows = []
-        if view is not None:
-            for pool in daemon.lb.pools:
-                status = view.result.pools[pool.name]
-                rows.append(
-                    {
-                        "name": pool.name,
-                        "disabled": status.disabled,
-                        "conflictingWith": status.conflicting_with,
-                        "available": status.available,
-                        "used": status.used,
-                        "total": status.total,
-                        "blocks": [str(b) for b in pool.blocks],
-                        "age": daemon.clock() - daemon.lb.first_seen.get(pool.name, daemon.clock()),
-                    }
-                )
-        return web.json_response(rows)
-
-    async def services(_: web.Request) -> web.Response:
-        view = daemon.lb.view
-        rows = []
-        if view is not None:
-            for service in daemon.lb.services:
-                status = view.result.services[service.key]
-                rows.append(
-                    {
-                        "service": service.key,
-                        "ips": [str(ip) for ip in status.ips],
-                        "pools": list(status.pools),
-                        "trafficPolicy": service.traffic_policy,
-                        "announcedBy": sorted(
-                            {n for ip in status.ips for n in view.announcers.get(ip, ())}
-                        ),
-                        "servedHere": [str(ip) for ip in status.ips if ip in view.served],
-                        "conflicting": status.conflicting,
-                        "reasons": [f"{r.code}: {r.message}" for r in status.reasons],
-                    }
-                )
-        return web.json_response(rows)
-
-    app.router.add_get("/pools", pools)
-    app.router.add_get("/services", services)
+    add_lb_routes(app, daemon, control=control)
     app.router.add_get("/ipam", ipam)
     app.router.add_get("/nodes", nodes)
     if control:

@@ -8,6 +8,7 @@ are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Literal
@@ -22,9 +23,11 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from bgpd.config_types import CIDR, Model, Network
+from bgpd.datapath_config import DatapathConfig, RoutingConfig, datapath_errors
 from bgpd.errors import ConfigError
+from bgpd.logging_setup import LogConfig
 from bgpd.peer_config import PeerConfig
-from bgpd.store_config import EtcdConfig, IpamConfig, LoadBalancerConfig
+from bgpd.store_config import EtcdConfig, IpamConfig, KubernetesConfig, LoadBalancerConfig
 from ipam.allocator import ClusterPool
 
 RANGES = {
@@ -103,7 +106,7 @@ class ClusterNode(Model):
 
 
 class ClusterConfig(Model):
-    source: Literal["static", "etcd"] = "static"
+    source: Literal["static", "etcd", "kubernetes"] = "static"
     lease_ttl: int = Field(default=10, ge=2, le=3600, strict=True, alias="leaseTTL")
     nodes: tuple[ClusterNode, ...] = ()
     service_cidrs: tuple[CIDR, ...] = Field(default=(), alias="serviceCIDRs")
@@ -164,6 +167,10 @@ class Config(Model):
     ipam: IpamConfig = IpamConfig()
     etcd: EtcdConfig | None = None
     load_balancer: LoadBalancerConfig = LoadBalancerConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    routing: RoutingConfig = RoutingConfig()
+    datapath: DatapathConfig = DatapathConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _sources(self) -> Config:
@@ -195,6 +202,10 @@ class Config(Model):
                 errors.append(
                     "cluster.nodes: with cluster.source etcd nodes come from etcd; remove it"
                 )
+        errors.extend(_kubernetes_source_errors(self))
+        pool_cidrs = self.ipam.cluster_pool.cidrs if self.ipam.cluster_pool else ()
+        pod_cidrs = [*pool_cidrs, *(c for n in self.cluster.nodes for c in n.pod_cidrs)]
+        errors += datapath_errors(self.routing, self.datapath, pod_cidrs)
         if errors:
             raise ValueError("\n".join(errors))
         return self
@@ -209,6 +220,29 @@ class Config(Model):
     def peers(self) -> tuple[ClusterNode, ...]:
         """Every other cluster node: the iBGP full mesh."""
         return tuple(n for n in self.cluster.nodes if n.name != self.node.name)
+
+
+def _kubernetes_source_errors(config: Config) -> list[str]:
+    kube = config.cluster.source == "kubernetes"
+    if config.ipam.mode == "kubernetes" and not kube:
+        return ["ipam.mode: kubernetes needs cluster.source: kubernetes; set it"]
+    if not kube:
+        return []
+    if config.ipam.mode != "kubernetes" and config.ipam.store != "kubernetes":
+        return [
+            "ipam.mode: cluster.source kubernetes needs ipam.mode kubernetes (Node podCIDRs), "
+            "or cluster-pool with ipam.store kubernetes"
+        ]
+    lb = config.load_balancer
+    return [
+        f"{field}: with cluster.source kubernetes it comes from the API server; remove it"
+        for field, value in (
+            ("cluster.nodes", config.cluster.nodes),
+            ("loadBalancer.pools", lb.pools),
+            ("loadBalancer.services", lb.services),
+        )
+        if value
+    ]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -269,7 +303,8 @@ def parse_config(data: object, *, host_defaults: bool = True) -> Config:
 
 def _with_node_defaults(config: Config) -> Config:
     node = config.node
-    name = node.name or socket.gethostname().split(".")[0]
+    # NODE_NAME: the DaemonSet's downward API (the config file is shared by every node)
+    name = node.name or os.environ.get("NODE_NAME") or socket.gethostname().split(".")[0]
     listed = next((n for n in config.cluster.nodes if n.name == name), None)
     ip = node.ip or (listed.ip if listed else None) or _default_ipv4()
     if ip is None:

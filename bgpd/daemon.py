@@ -22,10 +22,16 @@ from pathlib import Path
 from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
+from bgpd.datapath_sync import DatapathSync
 from bgpd.desired import desired_kernel_routes
+from bgpd.errors import KrouteError
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
+from bgpd.files import write_atomic
+from bgpd.health import Health
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
+from bgpd.lb_store import LbStore, MemoryLbStore
+from bgpd.lb_sync import LbSync
 from bgpd.metrics import reconcile_histogram
 from bgpd.peer_config import PrefixKind
 from bgpd.peers import own_cluster_id, resolve_peers
@@ -44,6 +50,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SpeakerFactory = Callable[[SpeakerSpec, Path, EventHandler], Speaker]
 
 RESYNC_INTERVAL = 30.0
+HEARTBEAT_TIMEOUT = 3 * RESYNC_INTERVAL  # an idle reconcile loop still runs every 30 s
 KERNEL_RETRY = 5.0  # seconds before routes the kernel refused are tried again
 DRAIN_STATES = ("none", "draining", "drained")
 
@@ -60,6 +67,13 @@ def local_facts(config: Config) -> LocalFacts:
         own_cidrs=me.pod_cidrs if me else (),
         node_addresses=(config.node.ip, *(n.ip for n in config.cluster.nodes)),
         own_address=config.node.ip,
+        pod_cidr_owners=tuple(
+            (cidr, n.ip)
+            for n in config.cluster.nodes
+            if n is not me
+            for cidr in n.pod_cidrs
+            if cidr.version == n.ip.version
+        ),
     )
 
 
@@ -88,6 +102,8 @@ class Daemon:
         config_path: str | None = None,
         cluster: ClusterState | None = None,
         loopback: LoopbackAddresses | None = None,
+        datapath: DatapathSync | None = None,
+        lb_store: LbStore | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -95,9 +111,11 @@ class Daemon:
         self.clock = clock
         self.started_at = clock()
         self.rib = Rib()
-        self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json")
+        self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json", config.node.name)
         self.loopback = loopback or FakeLoopback()
+        self.datapath = datapath
         self._dirty = asyncio.Event()
+        self.lb_sync = LbSync(self.lb, lb_store or MemoryLbStore(), self._dirty.set, clock)
         self.sessions = Sessions(
             resolve_peers(config),
             self.rib,
@@ -119,8 +137,17 @@ class Daemon:
         self.adopted: dict[Network, KernelRoute] = {}
         self.ready = False
         self.last_reconcile: float | None = None
-        self.reconcile_errors = 0
         self.reconcile_duration = reconcile_histogram()
+        self.health = Health(
+            observe=lambda name, seconds: self.reconcile_duration.labels(name).observe(seconds)
+        )
+        self._beat_lb = self.health.register("lb", HEARTBEAT_TIMEOUT)
+        self._beat_advertise = self.health.register("advertisements", HEARTBEAT_TIMEOUT)
+        self._beat_kernel = self.health.register("kernel-routes", HEARTBEAT_TIMEOUT)
+        self._datapath_started: asyncio.Future[None] | None = None
+        self._beat_datapath = (
+            self.health.register("datapath", HEARTBEAT_TIMEOUT) if datapath is not None else None
+        )
         self.speaker = speaker_factory(
             speaker_spec(config), Path(config.run_dir), self.handle_event
         )
@@ -175,6 +202,13 @@ class Daemon:
     async def start(self) -> None:
         """Adopt our routes from a previous run, start the speaker and the reconciler."""
         loop = asyncio.get_running_loop()
+        if self.datapath is not None:
+            # Compiling takes seconds on a busy node: BGP must not wait for it, or a
+            # restart outlasts the peers' graceful-restart time. The pinned programs
+            # keep forwarding meanwhile; datapath syncs start once it is loaded.
+            started = loop.run_in_executor(None, self.datapath.start)
+            started.add_done_callback(self._datapath_loaded)
+            self._datapath_started = started
         self.adopted = await loop.run_in_executor(
             None, functools.partial(self.reconciler.actual, refresh=True)
         )
@@ -184,6 +218,7 @@ class Daemon:
             self._adoption_timer = loop.call_later(window, self._end_adoption, "timeout")
         if not self.peers:
             self._end_adoption("no-peers")
+        self.lb_sync.start()
         self._advertise(self.rib.paths())
         await self.speaker.start()
         self._reconciler_task = asyncio.create_task(self._reconcile_loop(), name="reconcile")
@@ -201,6 +236,9 @@ class Daemon:
         await self._stop.wait()
         await self.stop()
 
+    def request_reconcile(self) -> None:
+        self._dirty.set()
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -214,6 +252,7 @@ class Daemon:
         for timer in (self._adoption_timer, self._drain_timer):
             if timer is not None:
                 timer.cancel()
+        await self.lb_sync.stop()
         await self.speaker.stop()
         self.kernel.close()
 
@@ -257,7 +296,15 @@ class Daemon:
             return
         self._set_drain_state("draining")
         loop = asyncio.get_running_loop()
-        self._drain_timer = loop.call_later(wait, self._set_drain_state, "drained")
+        self._drain_timer = loop.call_later(wait, self._drained)
+
+    def _drained(self) -> None:
+        try:
+            self._set_drain_state("drained")
+        except KrouteError as exc:  # withdraw all the same: the operator asked for it
+            log.error("event=drain-state-not-saved error=%r", str(exc))
+            self.drain_state = "drained"
+            self._dirty.set()
 
     def undrain(self) -> None:
         if self._drain_timer is not None:
@@ -266,10 +313,17 @@ class Daemon:
         self._set_drain_state("none")
 
     def _set_drain_state(self, state: str) -> None:
+        """Record first (a restarted kroute stays drained), then act: a state that
+        cannot be recorded is refused with the reason, and nothing changes."""
+        try:
+            write_atomic(self._drain_file, state + "\n")
+        except OSError as exc:
+            raise KrouteError(
+                f"drain: cannot record the drain state in {self._drain_file}: {exc.strerror}; "
+                "free space or fix permissions in runDir, then retry"
+            ) from None
         log.info("event=drain-state state=%s", state)
         self.drain_state = state
-        self._drain_file.parent.mkdir(parents=True, exist_ok=True)
-        self._drain_file.write_text(state + "\n")  # a restarted kroute stays drained
         self._dirty.set()
 
     def _load_drain_state(self) -> str:
@@ -299,16 +353,22 @@ class Daemon:
     def _allocate_load_balancers(self, paths: Mapping[Network, list[RibPath]]) -> None:
         """Allocate LB IPs (never one the network routes) and serve ours."""
         in_use = [prefix for prefix, candidates in paths.items() if any(p.ebgp for p in candidates)]
-        view = self.lb.update(in_use, self.config.node.name)
+        self.lb.set_in_use(in_use)  # a change starts an allocation round (lb_sync)
         self.local_prefixes = dict(self._config_prefixes)
-        for ip in view.served:
+        for ip in self.lb.view.served if self.lb.view is not None else ():
             self.local_prefixes[host_prefix(ip)] = "loadBalancerIP"
+
+    @property
+    def reconcile_errors(self) -> int:
+        return sum(beat.errors for beat in self.health.heartbeats())
 
     def _advertise(self, paths: Mapping[Network, list[RibPath]]) -> None:
         """`paths` is the RIB walked once per reconcile (it is the costly part)."""
-        self._allocate_load_balancers(paths)
-        self.advertised = self.desired_advertisements(paths)
-        self.speaker.set_advertisements(self.advertised)
+        with self._beat_lb.track():
+            self._allocate_load_balancers(paths)
+        with self._beat_advertise.track():
+            self.advertised = self.desired_advertisements(paths)
+            self.speaker.set_advertisements(self.advertised)
 
     # -- kernel reconciliation -------------------------------------------------
 
@@ -316,6 +376,36 @@ class Daemon:
         assert self.config.node.ip is not None
         learned = best_next_hops(paths, exclude_next_hops=[self.config.node.ip])
         return desired_kernel_routes(self.own_cidrs, learned, self.adopted, self.local_prefixes)
+
+    def _datapath_loaded(self, started: asyncio.Future[None]) -> None:
+        error = None if started.cancelled() else started.exception()
+        if error is not None:
+            log.error("event=datapath-start-failed error=%r", error)
+            if self._beat_datapath is not None:
+                self._beat_datapath.failed(f"datapath start failed: {error!r}")
+        self._dirty.set()
+
+    async def _sync_datapath(self) -> None:
+        """BPF maps and programs follow the kernel routes just installed."""
+        if self.datapath is None or self._beat_datapath is None:
+            return
+        started = self._datapath_started
+        if started is None or not started.done():
+            self._beat_datapath.beat()  # still loading: nothing to sync yet
+            return
+        if started.cancelled() or started.exception() is not None:
+            return  # failed at start (logged; /livez reports it)
+        routes = list(self.kernel_routes.values())
+        sync = functools.partial(self.datapath.sync, routes, self.own_cidrs)
+        loop = asyncio.get_running_loop()
+        try:
+            with self._beat_datapath.track():
+                await loop.run_in_executor(None, sync)
+            self.datapath.last_error = None
+        except Exception as exc:
+            self.datapath.last_error = str(exc)
+            log.exception("event=datapath-sync-failed")
+            loop.call_later(KERNEL_RETRY, self._dirty.set)
 
     async def _reconcile_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -330,32 +420,31 @@ class Daemon:
             full = time.monotonic() - last_full >= RESYNC_INTERVAL
             if full:
                 last_full = time.monotonic()
-            started = time.monotonic()
             try:
                 paths = self.rib.paths()
                 self._advertise(paths)
-                desired = self.desired_routes(paths)
-                result = await loop.run_in_executor(
-                    None, functools.partial(self.reconciler.reconcile, desired, full=full)
-                )
+                with self._beat_kernel.track():
+                    desired = self.desired_routes(paths)
+                    result = await loop.run_in_executor(
+                        None, functools.partial(self.reconciler.reconcile, desired, full=full)
+                    )
             except Exception:
-                self.reconcile_errors += 1
                 log.exception("event=reconcile-failed")
                 await asyncio.sleep(1.0)
                 self._dirty.set()
                 continue
-            self.reconcile_duration.observe(time.monotonic() - started)
             served = self.lb.view.served if self.lb.view is not None else ()
             try:
                 await loop.run_in_executor(None, self.loopback.sync, served)
-            except OSError:
-                self.reconcile_errors += 1
+            except OSError as exc:
+                self._beat_lb.failed(f"loopback sync: {exc}")
                 log.exception("event=loopback-sync-failed")
             self.kernel_routes = desired
             self.kernel_failures = {route.prefix: error for route, error in result.failed}
             for route, error in result.failed:
                 self.kernel_routes.pop(route.prefix, None)
                 log.debug("event=route-not-installed route=%s error=%r", route, error)
+            await self._sync_datapath()
             if result.failed:
                 loop.call_later(KERNEL_RETRY, self._dirty.set)
             self.last_reconcile = self.clock()

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgpd.update_check import check_update
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,11 +65,16 @@ class PeerOpen:
 
 @dataclass(frozen=True)
 class RoutesUpdate:
-    """Announced and withdrawn prefixes of one UPDATE from one neighbor."""
+    """Announced and withdrawn prefixes of one UPDATE from one neighbor.
+
+    `malformed` holds the prefixes of an UPDATE whose attributes failed the RFC 7606
+    checks: they are treated as withdrawn, and `malformed_reason` says why."""
 
     peer: IPAddress
     announced: tuple[tuple[Network, PathAttributes], ...] = ()
     withdrawn: tuple[Network, ...] = ()
+    malformed: tuple[Network, ...] = ()
+    malformed_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,10 @@ class _BadEventError(Exception):
     pass
 
 
+# What reading a JSON structure that is not what exabgp writes can raise.
+_PARSE_ERRORS = (_BadEventError, KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
 def parse_line(line: str) -> Event:
     """One line of ExaBGP output to one event; never raises."""
     text = line.strip()
@@ -121,7 +132,7 @@ def parse_line(line: str) -> Event:
         return Malformed(line=text[:200], reason="not a JSON object")
     try:
         return _parse_object(data)
-    except (_BadEventError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+    except _PARSE_ERRORS as exc:
         return Malformed(line=text[:200], reason=f"{type(exc).__name__}: {exc}"[:200])
 
 
@@ -148,7 +159,9 @@ def _parse_object(data: dict[str, Any]) -> Event:
         return Ignored(kind=f"{kind}-{direction}")
     if kind == "open":
         return _parse_open(peer, neighbor["open"])
-    return _parse_update(peer, neighbor["message"])
+    body = data.get("body")  # the raw UPDATE as "0x<hex>", with `packets; consolidate;`
+    raw = bytes.fromhex(_text(body).removeprefix("0x")) if body else b""
+    return _parse_update(peer, neighbor["message"], raw)
 
 
 def _parse_open(peer: IPAddress, message: dict[str, Any]) -> PeerOpen:
@@ -165,23 +178,40 @@ def _parse_open(peer: IPAddress, message: dict[str, Any]) -> PeerOpen:
     )
 
 
-def _parse_update(peer: IPAddress, message: dict[str, Any]) -> RoutesUpdate | EndOfRib:
+def _parse_update(peer: IPAddress, message: dict[str, Any], body: bytes) -> RoutesUpdate | EndOfRib:
+    """An UPDATE whose attributes fail the raw checks or cannot be read (exabgp passes
+    an invalid ORIGIN or a missing NEXT_HOP through) is treated as withdraw."""
     if "eor" in message:
         eor = message["eor"]
         return EndOfRib(peer=peer, family=f"{eor['afi']} {eor['safi']}")
     update = message["update"]
-    announced: list[tuple[Network, PathAttributes]] = []
-    withdrawn: list[Network] = []
-    attributes = update.get("attribute", {})
+    groups: list[tuple[Any, tuple[Network, ...]]] = []
     for family, by_next_hop in update.get("announce", {}).items():
-        if family not in ("ipv4 unicast", "ipv6 unicast"):
-            continue
-        for next_hop, nlris in by_next_hop.items():
-            attrs = _attributes(_ip(next_hop), attributes)
-            announced.extend((_nlri(n), attrs) for n in nlris)
+        if family in ("ipv4 unicast", "ipv6 unicast"):
+            groups.extend(
+                (hop, tuple(_nlri(n) for n in nlris)) for hop, nlris in by_next_hop.items()
+            )
+    withdrawn: list[Network] = []
     for family, nlris in update.get("withdraw", {}).items():
         if family in ("ipv4 unicast", "ipv6 unicast"):
             withdrawn.extend(_nlri(n) for n in nlris)
+    problem = check_update(body) if body else None
+    announced: list[tuple[Network, PathAttributes]] = []
+    if problem is None:
+        try:
+            for next_hop, prefixes in groups:
+                attrs = _attributes(_ip(next_hop), update.get("attribute", {}))
+                announced.extend((prefix, attrs) for prefix in prefixes)
+        except _PARSE_ERRORS as exc:
+            problem = f"unusable attributes: {exc}"
+    if problem is not None:
+        malformed = tuple(prefix for _, prefixes in groups for prefix in prefixes)
+        return RoutesUpdate(
+            peer=peer,
+            withdrawn=tuple(withdrawn),
+            malformed=malformed,
+            malformed_reason=problem[:200],
+        )
     return RoutesUpdate(peer=peer, announced=tuple(announced), withdrawn=tuple(withdrawn))
 
 

@@ -76,7 +76,7 @@ def _neighbor_block(spec: SpeakerSpec, peer: Peer) -> Sequence[str]:
         "    api {",
         "        processes [ kroute ];",
         "        neighbor-changes;",
-        "        receive { parsed; update; open; notification; }",
+        "        receive { parsed; packets; consolidate; update; open; notification; }",
         "    }",
         "}",
     ]

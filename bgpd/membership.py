@@ -78,6 +78,13 @@ class Membership(Protocol):
     async def close(self) -> None: ...
 
 
+def _channel_cancelled() -> bool:
+    """A CancelledError nobody asked this task for: grpc.aio cancels the calls of a
+    channel that another task closed (its reset after a failure). Not a reason to end."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 class EtcdMembership:
     """Membership in etcd under `prefix`, one leased key per node."""
 
@@ -141,11 +148,17 @@ class EtcdMembership:
         while True:
             await asyncio.sleep(self.ttl / 3 if failures == 0 else backoff(failures, 0.2))
             try:
-                await self._conn.once(self._refresh, f"renewing node {self._member.name}")
-            except Exception as e:  # the keepalive must outlive any one failure
+                # bounded: a keepalive stream to an etcd that froze can hang forever
+                async with asyncio.timeout(max(self.ttl, 2)):
+                    await self._conn.once(self._refresh, f"renewing node {self._member.name}")
+            except (Exception, asyncio.CancelledError) as e:  # outlive any one failure
+                if isinstance(e, asyncio.CancelledError) and not _channel_cancelled():
+                    raise
+                if isinstance(e, TimeoutError):
+                    await self._conn.reset()  # the channel hung: start over on a new one
                 failures += 1
                 if failures == 1:
-                    log.warning("event=member-keepalive-failed endpoints=%s error=%s",
+                    log.warning("event=member-keepalive-failed endpoints=%s error=%r",
                                 self._conn.where(), e)  # fmt: skip
                 continue
             if failures:
@@ -239,7 +252,9 @@ class EtcdMembership:
                         last = dict(current)
                         yield dict(current)
                 raise TransientEtcdError("the member watch ended")  # relist after a pause
-            except (EtcdError, aetcd.ClientError, grpc.RpcError) as e:
+            except (EtcdError, aetcd.ClientError, grpc.RpcError, asyncio.CancelledError) as e:
+                if isinstance(e, asyncio.CancelledError) and not _channel_cancelled():
+                    raise
                 if self._conn.closed:
                     return  # close() was called: the watch is over, not interrupted
                 failures += 1

@@ -4,7 +4,12 @@ Everything is read from the daemon's public state at scrape time by one custom
 collector (no I/O: IPAM usage is what the daemon last read from its store), in a
 registry of the daemon's own, never prometheus_client's global one. Every name starts
 with `kroute_`, values are in base units (seconds), counters end in `_total`. The one
-thing the daemon records for metrics alone is the reconcile duration histogram.
+thing the daemon records for metrics alone is the reconcile duration histogram, per
+reconciler (fed by the heartbeats in bgpd.health).
+
+Other parts of kroute add their own families with `add_collector(daemon, collector)`
+(the datapath's packet and map counters, for one): a prometheus_client Collector whose
+family names start with `kroute_`, scraped on the same endpoint.
 """
 
 from __future__ import annotations
@@ -43,13 +48,23 @@ def version() -> str:
 
 
 def reconcile_histogram() -> Histogram:
-    """The daemon's reconcile duration, registered nowhere: DaemonCollector yields it."""
+    """Reconcile run durations per reconciler, registered nowhere: DaemonCollector
+    yields it."""
     return Histogram(
         "kroute_reconcile_duration_seconds",
-        "Duration of one kernel reconcile run (advertisements, desired routes, netlink).",
+        "Duration of one reconcile run, by reconciler.",
+        labelnames=["reconciler"],
         buckets=RECONCILE_BUCKETS,
         registry=None,
     )
+
+
+def _gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, *labels: str) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=list(labels))
 
 
 def _family(version: int) -> str:
@@ -66,6 +81,7 @@ class DaemonCollector(Collector):
         yield from self._build()
         yield from self._bgp()
         yield from self._kernel()
+        yield from self._reconcilers()
         yield from self._speaker()
         yield from self._drain()
         yield from self._ipam()
@@ -81,40 +97,46 @@ class DaemonCollector(Collector):
     def _bgp(self) -> Iterator[Metric]:
         daemon = self._daemon
         now = daemon.clock()
-        up = GaugeMetricFamily(
+        up = _gauge(
             "kroute_bgp_session_up",
             "1 when the BGP session is established.",
-            labels=["peer", "peer_asn", "type"],
+            "peer",
+            "peer_asn",
+            "type",
         )
-        uptime = GaugeMetricFamily(
+        uptime = _gauge(
             "kroute_bgp_session_established_seconds",
             "Seconds since the session was established; 0 when it is not.",
-            labels=["peer"],
+            "peer",
         )
-        received = GaugeMetricFamily(
+        received = _gauge(
             "kroute_bgp_prefixes_received",
-            "Prefixes accepted from the peer (stale ones included).",
-            labels=["peer"],
+            "Prefixes the peer announces to us now, before import policy (stale included).",
+            "peer",
         )
-        stale = GaugeMetricFamily(
+        accepted = _gauge(
+            "kroute_bgp_prefixes_accepted",
+            "Prefixes from the peer that import policy accepted (stale included).",
+            "peer",
+        )
+        stale = _gauge(
             "kroute_bgp_prefixes_stale",
             "Prefixes from the peer kept as stale (graceful restart).",
-            labels=["peer"],
+            "peer",
         )
-        advertised = GaugeMetricFamily(
+        advertised = _gauge(
             "kroute_bgp_prefixes_advertised",
             "Prefixes advertised to the peer; 0 when the session is down.",
-            labels=["peer"],
+            "peer",
         )
-        updates = CounterMetricFamily(
-            "kroute_bgp_updates_received",
-            "UPDATE messages received from the peer.",
-            labels=["peer"],
+        updates = _counter(
+            "kroute_bgp_updates_received", "UPDATE messages received from the peer.", "peer"
         )
-        rejected = CounterMetricFamily(
+        rejected = _counter(
             "kroute_bgp_routes_rejected",
             "Routes from the peer refused by import policy, by reason.",
-            labels=["peer", "reason"],
+            "peer",
+            "reason",
         )
         peers = sorted(daemon.peers.values(), key=lambda p: (p.address.version, p.address))
         for status in peers:
@@ -124,14 +146,17 @@ class DaemonCollector(Collector):
             since = status.since
             seconds = max(now - since, 0.0) if established and since is not None else 0.0
             uptime.add_metric([name], seconds)
-            received.add_metric([name], daemon.rib.received_count(status.address))
+            kept = daemon.rib.received_count(status.address)
+            refused = len(daemon.rib.peer(status.address).rejected)
+            received.add_metric([name], kept + refused)
+            accepted.add_metric([name], kept)
             stale.add_metric([name], daemon.rib.stale_count(status.address))
             count = len(daemon.advertised.get(status.address, {})) if established else 0
             advertised.add_metric([name], count)
             updates.add_metric([name], status.updates)
             for reason, n in sorted(status.rejected.items()):
                 rejected.add_metric([name, reason], n)
-        yield from (up, uptime, received, stale, advertised, updates, rejected)
+        yield from (up, uptime, received, accepted, stale, advertised, updates, rejected)
 
     def _kernel(self) -> Iterator[Metric]:
         daemon = self._daemon
@@ -160,12 +185,6 @@ class DaemonCollector(Collector):
             "Kernel reconcile runs since start.",
             value=daemon.reconciler.runs_total,
         )
-        yield CounterMetricFamily(
-            "kroute_reconcile_errors",
-            "Reconcile runs that failed (exceptions, loopback sync errors).",
-            value=daemon.reconcile_errors,
-        )
-        yield from daemon.reconcile_duration.collect()
         last = daemon.last_reconcile
         if last is not None:
             yield GaugeMetricFamily(
@@ -173,6 +192,34 @@ class DaemonCollector(Collector):
                 "Unix time of the last completed reconcile.",
                 value=last,
             )
+
+    def _reconcilers(self) -> Iterator[Metric]:
+        """Per reconciler (bgpd.health): errors, heartbeat age and health, durations."""
+        health = self._daemon.health
+        now = health.clock()
+        errors = _counter(
+            "kroute_reconcile_errors", "Reconcile runs that failed, by reconciler.", "reconciler"
+        )
+        age = _gauge(
+            "kroute_reconciler_heartbeat_age_seconds",
+            "Seconds since the reconciler last completed a run (since start if never).",
+            "reconciler",
+        )
+        healthy = _gauge(
+            "kroute_reconciler_healthy",
+            "1 while the reconciler's heartbeat is within its timeout (what /livez checks).",
+            "reconciler",
+        )
+        for beat in health.heartbeats():
+            errors.add_metric([beat.name], beat.errors)
+            since = beat.last_beat if beat.last_beat is not None else beat.registered_at
+            age.add_metric([beat.name], max(now - since, 0.0))
+            healthy.add_metric([beat.name], int(beat.liveness(now).ok))
+        yield from (errors, age, healthy)
+        for histogram in self._daemon.reconcile_duration.collect():
+            # the text format would show `_created` as a gauge family of its own
+            histogram.samples = [s for s in histogram.samples if not s.name.endswith("_created")]
+            yield histogram
 
     def _speaker(self) -> Iterator[Metric]:
         info = self._daemon.speaker.info()
@@ -208,15 +255,17 @@ class DaemonCollector(Collector):
         cluster = self._daemon.cluster
         if cluster is None or cluster.snapshot is None:
             return
-        used = GaugeMetricFamily(
+        used = _gauge(
             "kroute_ipam_addresses_used",
             "Pod addresses allocated from this node's block.",
-            labels=["family", "block"],
+            "family",
+            "block",
         )
-        capacity = GaugeMetricFamily(
+        capacity = _gauge(
             "kroute_ipam_addresses_capacity",
             "Pod addresses this node's block can hold.",
-            labels=["family", "block"],
+            "family",
+            "block",
         )
         for line in usage(cluster.snapshot, cluster.pool, cluster.base.node.name):
             labels = [_family(line.family), str(line.block)]
@@ -229,15 +278,15 @@ class DaemonCollector(Collector):
         view = self._daemon.lb.view
         if view is None or not view.result.pools:
             return
-        used = GaugeMetricFamily(
+        used = _gauge(
             "kroute_lb_pool_addresses_used",
             "LoadBalancer addresses of the pool held by services.",
-            labels=["pool"],
+            "pool",
         )
-        available = GaugeMetricFamily(
+        available = _gauge(
             "kroute_lb_pool_addresses_available",
             "LoadBalancer addresses the pool can still hand out.",
-            labels=["pool"],
+            "pool",
         )
         for name, pool in sorted(view.result.pools.items()):
             used.add_metric([name], pool.used)
@@ -254,6 +303,11 @@ def registry_for(daemon: Daemon) -> CollectorRegistry:
         registry.register(DaemonCollector(daemon))
         _registries[daemon] = registry
     return registry
+
+
+def add_collector(daemon: Daemon, collector: Collector) -> None:
+    """Scrape `collector` with the daemon's own metrics (its names start `kroute_`)."""
+    registry_for(daemon).register(collector)
 
 
 def render(daemon: Daemon) -> bytes:

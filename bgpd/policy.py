@@ -1,8 +1,10 @@
 """Import policy: which received routes are accepted, and why the others are not.
 
 Pure functions. Some refusals protect the node whatever the config says: its own pod
-CIDRs, anything covering a node address, martians, and loops (our ASN in an eBGP AS
-path, our router ID as originator, our cluster ID in the cluster list).
+CIDRs, another node's pod CIDR (or a more-specific of it) with a next hop other than
+that node (full mesh and route reflection both keep the owner as next hop), anything
+covering a node address, martians, and loops (our ASN in an eBGP AS path, our router
+ID as originator, our cluster ID in the cluster list).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ ORIGINATOR_LOOP = "originator is this node"
 CLUSTER_LOOP = "cluster-list loop"
 NOT_ALLOWED = "not in import allow list"
 NEXT_HOP_SELF = "next hop is this node"
+OTHER_NODE_POD_CIDR = "another node's pod CIDR not via that node"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class LocalFacts:
     own_cidrs: tuple[Network, ...]
     node_addresses: tuple[IPAddress, ...]
     own_address: IPAddress
+    pod_cidr_owners: tuple[tuple[Network, IPAddress], ...] = ()
+    """Each other node's pod CIDRs and its address: those routes must lead to that node."""
 
 
 def _is_default(prefix: Network) -> bool:
@@ -88,6 +93,9 @@ def import_verdict(
         return ORIGINATOR_LOOP
     if local.cluster_id is not None and local.cluster_id in attrs.cluster_list:
         return CLUSTER_LOOP
+    for cidr, owner in local.pod_cidr_owners:  # a hijack of another node's pods
+        if _inside(prefix, (cidr,)) and attrs.next_hop != owner:
+            return OTHER_NODE_POD_CIDR
     if not _is_default(prefix) and not _inside(prefix, peer.imports.allow):
         return NOT_ALLOWED
     return None

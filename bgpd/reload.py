@@ -31,6 +31,10 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "ipam": lambda c: c.ipam,
     "cluster.source": lambda c: c.cluster.source,
     "etcd": lambda c: c.etcd,
+    "routing": lambda c: c.routing,
+    "datapath": lambda c: c.datapath,
+    "kubernetes": lambda c: c.kubernetes,
+    "log.format": lambda c: c.log.format,
 }
 
 
@@ -50,7 +54,10 @@ def reload(daemon: Daemon, path: str | Path) -> list[str]:
     except ConfigError as exc:
         errors = exc.errors
     else:
-        errors = restart_required(daemon.config, config)
+        # the file's config as last applied: the effective one also holds what the
+        # cluster source set (Kubernetes: the Node's InternalIP and ASN annotation)
+        old = daemon.cluster.base if daemon.cluster is not None else daemon.config
+        errors = restart_required(old, config)
         if not errors:
             daemon.apply_file_config(config)
             log.info("event=config-reloaded path=%s peers=%d", path, len(daemon.peers))

@@ -64,6 +64,10 @@ class Rib:
             changed |= rib.routes.pop(prefix, None) is not None
             rib.stale.discard(prefix)
             rib.rejected.pop(prefix, None)
+        for prefix in update.malformed:  # RFC 7606 treat-as-withdraw
+            changed |= rib.routes.pop(prefix, None) is not None
+            rib.stale.discard(prefix)
+            rib.rejected[prefix] = f"malformed update: {update.malformed_reason}"
         for prefix, attributes in update.announced:
             reason = verdict(prefix, attributes) if verdict is not None else None
             if reason is not None:

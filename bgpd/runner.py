@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.daemon import Daemon
+from bgpd.datapath_host import NetlinkHost
+from bgpd.datapath_metrics import DatapathCollector
+from bgpd.datapath_sync import DatapathSync
+from bgpd.lb_store import make_lb_store
+from bgpd.metrics import add_collector
+from bgpd.sdnotify import notifier_for
 from bgpd.status import StatusServer
+from datapath.loader import BpfDatapath
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes
 
@@ -19,6 +27,10 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT; kernel routes stay for the next start to adopt."""
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     cluster = ClusterState(config)
+    if config.cluster.source == "kubernetes":
+        from bgpd.kube.cluster import KubeClusterState
+
+        cluster = KubeClusterState(config)
     effective = await cluster.start()
     daemon = Daemon(
         effective,
@@ -26,8 +38,12 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         config_path=config_path,
         cluster=cluster,
         loopback=KernelLoopback(),
+        datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
+        lb_store=make_lb_store(config),
     )
     cluster.follow(daemon)
+    if daemon.datapath is not None:
+        add_collector(daemon, DatapathCollector(daemon.datapath))
     server = StatusServer(daemon)
     log.info(
         "event=starting node=%s router_id=%s asn=%d peers=%d",
@@ -37,9 +53,14 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         len(daemon.peers),
     )
     await server.start()
+    notifier = notifier_for(daemon)
+    notifying = asyncio.create_task(notifier.run()) if notifier is not None else None
     try:
         await daemon.run()
     finally:
+        if notifier is not None and notifying is not None:
+            notifying.cancel()
+            notifier.stopping()
         await server.stop()
         await cluster.close()
     log.info("event=stopped node=%s kernel_routes=left-in-place", config.node.name)

@@ -162,6 +162,14 @@ class Sessions:
         if peer is None or peer.shutdown:
             return
         peer.updates += 1
+        if event.malformed:
+            peer.rejected["malformed update"] += len(event.malformed)
+            log.warning(
+                "event=update-treat-as-withdraw peer=%s prefixes=%d reason=%r",
+                peer.address,
+                len(event.malformed),
+                event.malformed_reason,
+            )
 
         def verdict(prefix: Network, attrs: PathAttributes) -> str | None:
             reason = import_verdict(prefix, attrs, peer.peer, self.local)

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bgpd.cluster_api import add_cluster_routes
 from bgpd.config import parse_listen
+from bgpd.datapath_api import add_datapath_routes
+from bgpd.errors import KrouteError
+from bgpd.health import render as render_checks
 from bgpd.metrics import CONTENT_TYPE, render
 from bgpd.routes_view import routes_report
 
@@ -26,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LIVENESS_GRACE = 90.0
 DEFAULT_DRAIN_WAIT = 30.0
 
 
@@ -97,7 +100,21 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
         "kernelRoutes": routes,
         "adoptedRoutesPending": len(adopted),
         "reconcileErrors": daemon.reconcile_errors,
+        "datapath": daemon.datapath.status() if daemon.datapath is not None else None,
+        "loadBalancer": {
+            "store": daemon.lb_sync.store.name,
+            "storeError": daemon.lb_sync.store_error,
+        },
     }
+
+
+@web.middleware
+async def _read_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The TCP listener: GET (and HEAD) only, whatever routes other modules add."""
+    if request.method not in ("GET", "HEAD"):
+        error = "this listener is read-only; change the node over its unix socket"
+        return web.json_response({"error": error}, status=405, headers={"Allow": "GET, HEAD"})
+    return await handler(request)
 
 
 def build_app(daemon: Daemon, *, control: bool) -> web.Application:
@@ -113,21 +130,17 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
     async def routes(_: web.Request) -> web.Response:
         return web.json_response(routes_report(daemon))
 
-    async def healthz(_: web.Request) -> web.Response:
-        """Alive while the reconciler keeps running; peers being down is not death."""
-        last = daemon.last_reconcile
-        fresh = last is None or daemon.clock() - last < LIVENESS_GRACE
-        running = daemon.speaker.info().running
-        body = (
-            f"reconciler: {'ok' if fresh else 'stalled'}\n"
-            f"speaker: {'running' if running else 'restarting'}\n"
-        )
-        return web.Response(status=200 if fresh else 503, text=body)
+    async def livez(request: web.Request) -> web.Response:
+        """Alive while every reconciler beats (bgpd.health); peers being down is not death."""
+        checks = daemon.health.liveness()
+        code, body = render_checks("livez", checks, verbose="verbose" in request.query)
+        return web.Response(status=code, text=body)
 
-    async def readyz(_: web.Request) -> web.Response:
-        return web.Response(
-            status=200 if daemon.ready else 503, text="ready\n" if daemon.ready else "not ready\n"
-        )
+    async def readyz(request: web.Request) -> web.Response:
+        """Ready once every reconciler completed its first run (the first full reconcile)."""
+        checks = daemon.health.readiness()
+        code, body = render_checks("readyz", checks, verbose="verbose" in request.query)
+        return web.Response(status=code, text=body)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=render(daemon), headers={"Content-Type": CONTENT_TYPE})
@@ -139,11 +152,17 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
             wait = -1.0
         if not 0 <= wait <= 3600:
             return web.json_response({"error": "wait: seconds, 0-3600"}, status=400)
-        daemon.drain(wait)
+        try:
+            daemon.drain(wait)
+        except KrouteError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"drain": daemon.drain_state, "withdrawIn": wait})
 
     async def undrain(_: web.Request) -> web.Response:
-        daemon.undrain()
+        try:
+            daemon.undrain()
+        except KrouteError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response({"drain": daemon.drain_state})
 
     async def reload(_: web.Request) -> web.Response:
@@ -152,12 +171,13 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
             return web.json_response({"error": "; ".join(errors), "errors": errors}, status=400)
         return web.json_response({"reloaded": True, "peers": len(daemon.peers)})
 
-    app = web.Application()
+    app = web.Application(middlewares=[] if control else [_read_only])
     add_cluster_routes(app, daemon, control=control)
+    add_datapath_routes(app, daemon, control=control)
     app.router.add_get("/status", status)
     app.router.add_get("/routes", routes)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", healthz)
+    app.router.add_get("/healthz", livez)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     if control:

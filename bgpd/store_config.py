@@ -71,7 +71,7 @@ class IpamConfig(Model):
 
     mode: Literal["static", "cluster-pool", "kubernetes"] = "static"
     cluster_pool: ClusterPoolConfig | None = None
-    store: Literal["file", "etcd"] = "file"
+    store: Literal["file", "etcd", "kubernetes"] = "file"
     file: str = DEFAULT_IPAM_FILE
 
     @model_validator(mode="after")
@@ -81,12 +81,24 @@ class IpamConfig(Model):
                 "ipam.clusterPool: required with ipam.mode cluster-pool; "
                 "set clusterPool.cidrs (and maskSizeV4/maskSizeV6)"
             )
-        if self.mode == "kubernetes":
+        if self.store == "kubernetes" and self.mode != "cluster-pool":
             raise ValueError(
-                "ipam.mode: kubernetes is not built yet (it comes with the Kubernetes source); "
-                "use static or cluster-pool"
+                "ipam.store: kubernetes holds cluster-pool blocks; set ipam.mode: cluster-pool"
             )
         return self
+
+
+class KubernetesConfig(Model):
+    """How to reach the API server (`cluster.source: kubernetes`)."""
+
+    kubeconfig: str | None = None  # None: the pod's service account (in-cluster)
+    default_load_balancer_class: bool = Field(default=True, alias="defaultLoadBalancerClass")
+    sync_timeout: int = Field(default=60, ge=1, le=3600, strict=True, alias="syncTimeout")
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _kubeconfig(cls, value: str | None) -> str | None:
+        return _readable(value)
 
 
 class LoadBalancerConfig(Model):

@@ -5,11 +5,14 @@ daemon uses; `ipam.mode: cluster-pool` is required) and wires the pod Calico sty
 POD_IP/32 on CNI_IFNAME, `169.254.1.1 dev IF scope link`, `default via 169.254.1.1`; the
 node side (proxy_arp=1, proxy_delay=0, forwarding=1) answers ARP by proxy and routes
 POD_IP/32 to the veth, and `169.254.1.1/32 dev lo` gives proxy ARP a route to answer for,
-so the daemon only has to announce the node's block. IPv6 (when the pool has an IPv6
-CIDR): POD_IP6/128 and `default via fe80::1`, the node side's link-local address (set
-with nodad, so no DAD delay and no proxy NDP). DEL releases the IP and removes the veth;
-CHECK compares the kernel with the allocation. ADD and DEL are idempotent; DEL of an
-unknown container or a gone netns succeeds.
+so the daemon only has to announce the node's block. With `datapath.bpf.enabled` the
+veth keeps the node's forwarding setting (off on BPF nodes) and ADD asks the node's kroute
+(POST /datapath/pods on its socket) to map the pod and attach the program before it
+returns, so the pod is reachable at once; no kroute running is error 11 (try again).
+IPv6 (when the pool has an IPv6 CIDR): POD_IP6/128 and `default via fe80::1`, the node
+side's link-local address (set with nodad, so no DAD delay and no proxy NDP). DEL releases
+the IP and removes the veth; CHECK compares the kernel with the allocation. ADD and DEL
+are idempotent; DEL of an unknown container or a gone netns succeeds.
 
 The runtime finds the plugin as an executable named `kroute-cni` in CNI_PATH: link
 `.venv/bin/kroute-cni` into /opt/cni/bin. `config/10-kroute.conflist` is a sample; the
@@ -225,13 +228,38 @@ def build_result(req: Request, wiring: PodWiring, wired: Wired) -> dict[str, Any
     }
 
 
+ADD_POD_TIMEOUT = 60.0
+"""The daemon answers once its programs are compiled: 0.2-0.9 s alone, much longer on a
+loaded node that compiles several program sets at once (a container runtime's CNI
+timeout is minutes)."""
+
+
+def daemon_add_pod(socket: str, ip: str, host_if: str) -> str:
+    """Ask this node's kroute to map pod `ip` to `host_if` and attach its program now;
+    the host routing mode it answers ("BPF" or "Legacy")."""
+    from bgpd.client import call
+
+    answer = call(
+        socket, f"/datapath/pods?ip={ip}&hostIf={host_if}", method="POST", timeout=ADD_POD_TIMEOUT
+    )
+    return str(answer.get("hostRouting", "")) if isinstance(answer, dict) else ""
+
+
+def daemon_remove_pod(socket: str, ip: str) -> None:
+    from bgpd.client import call
+
+    call(socket, f"/datapath/pods/remove?ip={ip}", method="POST")
+
+
 @dataclass(frozen=True)
 class Deps:
-    """Where config, store and netlink come from; unit tests pass fakes."""
+    """Where config, store, netlink and the daemon come from; unit tests pass fakes."""
 
     load_config: Callable[[str], Config]
     make_store: Callable[[Config], IpamStore]
     network: Callable[[], PodNetwork]
+    add_to_datapath: Callable[[str, str, str], str] = daemon_add_pod
+    remove_from_datapath: Callable[[str, str], None] = daemon_remove_pod
 
 
 def real_deps() -> Deps:
@@ -243,9 +271,11 @@ def real_deps() -> Deps:
 class Plugin:
     """ADD/DEL/CHECK for one request against the node config's store and pool."""
 
-    def __init__(self, req: Request, config: Config, store: IpamStore | None, net: PodNetwork):
-        self.req, self.config, self.store, self.net = req, config, store, net
+    def __init__(self, req: Request, config: Config, store: IpamStore | None, deps: Deps):
+        self.req, self.config, self.store, self.deps = req, config, store, deps
+        self.net = deps.network()
         self.node = config.node.name
+        self.bpf = config.datapath.bpf.enabled
 
     def pool(self) -> ClusterPool:
         pool = cluster_pool(self.config)
@@ -261,7 +291,7 @@ class Plugin:
     def wiring(self, addresses: tuple[IPAddress, ...]) -> PodWiring:
         req = self.req
         host = host_ifname(req.container_id, req.ifname)
-        return PodWiring(host, req.netns, req.ifname, addresses, req.conf.mtu)
+        return PodWiring(host, req.netns, req.ifname, addresses, req.conf.mtu, not self.bpf)
 
     async def held(self) -> dict[int, IPAddress]:
         """The addresses this pod interface holds now, by family (read only)."""
@@ -298,6 +328,8 @@ class Plugin:
         host = wiring.host_if
         try:
             wired = await asyncio.to_thread(self.net.add, wiring)
+            if self.bpf:
+                await self.attach(wiring)
         except Exception:
             if not before:  # a fresh pod: give back what this call took, best effort
                 with contextlib.suppress(Exception):
@@ -308,9 +340,33 @@ class Plugin:
         log.info("event=cni-add container=%s host_if=%s ips=%s", req.container_id, host, ips)
         return build_result(self.req, wiring, wired)
 
+    async def attach(self, wiring: PodWiring) -> None:
+        """BPF datapath: the daemon maps the pod and attaches its veth before ADD returns
+        (it holds the compiled programs; a plugin run never compiles)."""
+        socket = self.config.status.socket
+        for ip in wiring.addresses:
+            if ip.version != 4:
+                continue
+            try:
+                await asyncio.to_thread(self.deps.add_to_datapath, socket, str(ip), wiring.host_if)
+            except KrouteError as exc:
+                raise CniError(
+                    E_TRY_AGAIN,
+                    f"kroute on node {self.node} did not take pod {ip} into its BPF datapath",
+                    f"{exc}; datapath.bpf.enabled needs kroute running: start it, then retry",
+                ) from None
+
     async def delete(self) -> None:
         req = self.req
         host = host_ifname(req.container_id, req.ifname)
+        if self.bpf and self.store is not None:
+            for ip in (await self.held()).values():
+                if ip.version != 4:
+                    continue
+                with contextlib.suppress(KrouteError):  # the daemon's sync removes it too
+                    await asyncio.to_thread(
+                        self.deps.remove_from_datapath, self.config.status.socket, str(ip)
+                    )
         removed = await asyncio.to_thread(self.net.delete, host)
         released = False
         if self.store is not None:  # static mode has no store and allocated nothing
@@ -353,7 +409,7 @@ async def _dispatch(req: Request, deps: Deps) -> dict[str, Any] | None:
         ) from None
     store = deps.make_store(config) if cluster_pool(config) is not None else None
     try:
-        plugin = Plugin(req, config, store, deps.network())
+        plugin = Plugin(req, config, store, deps)
         if req.command == "ADD":
             return await plugin.add()
         if req.command == "DEL":

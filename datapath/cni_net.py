@@ -38,12 +38,18 @@ IFA_F_NODAD = 0x02  # the node and the pod own their addresses; DAD would only d
 SYSCTL = Path("/proc/sys/net")
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 # Proxy ARP answers only on an interface that forwards (arp_process checks the device's
-# forwarding, not just ip_forward), so the host side forwards, as Calico sets it.
+# forwarding, not just ip_forward), so with kernel forwarding the host side forwards, as
+# Calico sets it. With kroute's BPF datapath the programs answer ARP and forward, and the
+# veth keeps the node's default (ip_forward=0 nodes stay non-forwarding everywhere).
 _SYSCTLS = (
     ("ipv4/conf/{}/proxy_arp", "1"),
     ("ipv4/neigh/{}/proxy_delay", "0"),
-    ("ipv4/conf/{}/forwarding", "1"),
 )
+_FORWARDING = ("ipv4/conf/{}/forwarding", "1")
+
+
+def _sysctls(wiring: PodWiring) -> tuple[tuple[str, str], ...]:
+    return (*_SYSCTLS, _FORWARDING) if wiring.kernel_forwarding else _SYSCTLS
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class PodWiring:
     ifname: str
     addresses: tuple[IPAddress, ...]
     mtu: int = DEFAULT_MTU
+    kernel_forwarding: bool = True
+    """False when kroute's BPF programs forward this pod (datapath.bpf.enabled)."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ class KernelPodNetwork:
             if host is None or peer is None:
                 raise DatapathError(f"veth {w.host_if} vanished while being wired; retry")
             h, p = host["index"], peer["index"]
-            for path, value in _SYSCTLS:
+            for path, value in _sysctls(w):
                 _sysctl(path.format(w.host_if), value)
             node.link("set", index=h, mtu=w.mtu, state="up")
             pod.link("set", index=p, mtu=w.mtu, state="up")
@@ -196,7 +204,7 @@ class KernelPodNetwork:
                 return [f"host veth {w.host_if} is missing"]
             h = host["index"]
             problems += _link_problems(host, f"host veth {w.host_if}", w.mtu)
-            for key, want in _SYSCTLS:
+            for key, want in _sysctls(w):
                 path = key.format(w.host_if)
                 if _sysctl(path) != want:
                     problems.append(f"{path} is {_sysctl(path)}, want {want}")

@@ -10,6 +10,7 @@ It is synchronous on purpose: the daemon runs it in an executor thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import ipaddress
 import logging
@@ -36,14 +37,26 @@ class KernelRoute:
     address (0.0.0.0 / ::) as a next hop marks a proto-bgp route found in the kernel whose
     shape kroute never programs (unreachable, prohibit, device-only): it never equals a
     desired route, so the reconciler replaces or deletes it.
+
+    `dev` pins every next hop to one device with the `onlink` flag: the kernel then takes
+    the gateway as reachable on that device without a connected subnet (the overlay's
+    `via 10.244.1.0 dev kroute.vxlan onlink`). Without `dev` the kernel picks the device
+    from its connected routes, and routes found in the kernel without `onlink` are read
+    back with `dev=None`, so both shapes compare equal to what kroute programs.
     """
 
     prefix: Network
     nexthops: tuple[Address, ...] = ()
+    dev: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, ipaddress.IPv4Network | ipaddress.IPv6Network):
             raise TypeError(f"route prefix {self.prefix!r} must be an IPv4Network or IPv6Network")
+        if self.dev is not None and (not self.nexthops or not valid_ifname(self.dev)):
+            raise ValueError(
+                f"route {self.prefix}: dev {self.dev!r} needs a next hop and a device name "
+                "of 1-15 characters without '/', ':' or spaces"
+            )
         nhs = self.nexthops
         version = self.prefix.version
         for nh in nhs:
@@ -56,8 +69,11 @@ class KernelRoute:
             object.__setattr__(self, "nexthops", tuple(sorted(set(nhs))))
 
     @classmethod
-    def via(cls, prefix: Network | str, *nexthops: Address | str) -> KernelRoute:
-        """A unicast route; several next hops make one multipath (ECMP) route."""
+    def via(
+        cls, prefix: Network | str, *nexthops: Address | str, dev: str | None = None
+    ) -> KernelRoute:
+        """A unicast route; several next hops make one multipath (ECMP) route; `dev`
+        makes every next hop `onlink` on that device."""
         if not nexthops:
             raise ValueError(f"route {prefix}: via() needs at least one next hop")
         net = ipaddress.ip_network(prefix)
@@ -65,7 +81,7 @@ class KernelRoute:
         for nh in addrs:
             if nh.is_unspecified or nh.is_multicast:
                 raise ValueError(f"route {net}: next hop {nh} is not a usable gateway")
-        return cls(net, addrs)
+        return cls(net, addrs, dev)
 
     @classmethod
     def blackhole(cls, prefix: Network | str) -> KernelRoute:
@@ -79,7 +95,18 @@ class KernelRoute:
     def __str__(self) -> str:
         if not self.nexthops:
             return f"blackhole {self.prefix}"
-        return f"{self.prefix} via {','.join(map(str, self.nexthops))}"
+        via = f"{self.prefix} via {','.join(map(str, self.nexthops))}"
+        return f"{via} dev {self.dev} onlink" if self.dev else via
+
+
+@functools.cache  # a handful of names, checked for every overlay route built
+def valid_ifname(name: str) -> bool:
+    """What the kernel accepts as an interface name (dev_valid_name)."""
+    return (
+        0 < len(name) <= 15
+        and name not in (".", "..")
+        and not any(c in "/:" or c.isspace() for c in name)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,10 +290,11 @@ class KernelRouteReconciler:
                 op = "delete" if route.prefix in deleted else "upsert"
                 nhs = ",".join(map(str, route.nexthops)) or "blackhole"
                 log.warning(
-                    "kernel route failed op=%s prefix=%s nexthops=%s error=%r",
+                    "kernel route failed op=%s prefix=%s nexthops=%s dev=%s error=%r",
                     op,
                     route.prefix,
                     nhs,
+                    route.dev or "-",
                     error,
                 )
         return result

@@ -7,14 +7,14 @@ user drives it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bgpd.output import add_output_flag, render
 from lab import lab, net, nodes, rows, upstream
-from lab.plan import DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
+from lab.plan import DATAPATHS, DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
 
 EXIT_FAIL = 1
 
@@ -32,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         upstream=args.upstream,
         reflectors=args.reflectors,
         store=args.store,
+        datapath=args.datapath,
     )
     _say(f"explore: kroute lab status --name {args.name}")
     _say(f"         kroute lab exec {args.name}-n1 -- kroute peers")
@@ -57,8 +58,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     found = [row for each in labs for row in rows.node_rows(each)]
     for row in found:
         row["upstream"] = ups[row["lab"]]
-    if args.output == "json":
-        print(json.dumps(found, indent=2))
+    if args.output != "table":
+        print(render(found, args.output, str))
     elif not labs:
         print("no lab is running; start one with `kroute lab up`")
     else:
@@ -175,7 +176,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     group = subparsers.add_parser(
         "lab",
         help="network-namespace demo lab: nodes, pods, kroute in each",
-        description="Example: kroute lab up && kroute lab status && kroute lab down",
+        epilog="examples:\n  kroute lab up && kroute lab status && kroute lab down",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = group.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
 
@@ -184,7 +186,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--timeout", type=float, default=90.0, help="seconds to wait for the mesh"
         )
 
-    up = sub.add_parser("up", help="build the lab and wait for the BGP full mesh")
+    up = sub.add_parser(
+        "up",
+        help="build the lab and wait for the BGP full mesh",
+        epilog="examples:\n  kroute lab up --nodes 3 --upstream bird\n  kroute lab up --store etcd",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     up.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     up.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="number of nodes")
     up.add_argument(
@@ -206,30 +213,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="IPAM store: one shared file with a static node list (default), or an etcd "
         "in NAME-etcd that also carries the membership",
     )
+    up.add_argument(
+        "--datapath",
+        choices=DATAPATHS,
+        default="bpf",
+        help="pod forwarding: kroute's eBPF programs with ip_forward=0 on the nodes "
+        "(default), or the kernel's forwarding (legacy)",
+    )
     timeout(up)
     up.set_defaults(func=_guarded(cmd_up))
 
-    down = sub.add_parser("down", help="stop the daemons, remove namespaces and files")
+    down = sub.add_parser(
+        "down",
+        help="stop the daemons, remove namespaces and files",
+        epilog="examples:\n  kroute lab down --name kr",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     down.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     down.set_defaults(func=_guarded(cmd_down))
 
     status = sub.add_parser(
-        "status", help="nodes, daemons and sessions (exit 1 unless all are healthy)"
+        "status",
+        help="nodes, daemons and sessions (exit 1 unless all are healthy)",
+        epilog="examples:\n  kroute lab status\n  kroute lab status --name kr -o yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("--name", help="lab name (default: every lab)")
-    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    add_output_flag(status)
     status.set_defaults(func=_guarded(cmd_status))
 
     run = sub.add_parser(
         "exec",
         help="run a command in a lab namespace",
-        description="Example: kroute lab exec kr-n1-p1 -- ping -c 3 10.200.2.10",
+        epilog="examples:\n  kroute lab exec kr-n1-p1 -- ping -c 3 10.200.2.10",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("namespace", help="a node (kr-n1), pod (kr-n1-p1) or LAN (kr-lan)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     run.set_defaults(func=_guarded(cmd_exec))
 
-    restart = sub.add_parser("restart", help="restart one node's kroute and wait for its peers")
+    restart = sub.add_parser(
+        "restart",
+        help="restart one node's kroute and wait for its peers",
+        epilog="examples:\n  kroute lab restart kr-n2\n  kroute lab restart kr-n2 --kill",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     restart.add_argument("node", help="node name, for example kr-n2")
     restart.add_argument("--name", help="lab name (default: the lab that has NODE)")
     restart.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
@@ -239,7 +267,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add = sub.add_parser(
         "add-node",
         help="add a node (with its pod) to a running lab; the others are not restarted",
-        description="Example: kroute lab add-node --name kr",
+        epilog="examples:\n  kroute lab add-node --name kr",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     timeout(add)
@@ -248,7 +277,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     remove = sub.add_parser(
         "remove-node",
         help="stop a node, remove it and release its pod CIDR; the others are not restarted",
-        description="Example: kroute lab remove-node kr-n4",
+        epilog="examples:\n  kroute lab remove-node kr-n4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     remove.add_argument("node", help="node name, for example kr-n4")
     remove.add_argument("--name", help="lab name (default: the lab that has NODE)")

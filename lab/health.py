@@ -47,6 +47,8 @@ def problems(plan: LabPlan, node: NodePlan, status: dict[str, Any]) -> list[str]
             found.append(f"node {node.name}: no route to {what} {prefix}")
         elif route.get("stale"):
             found.append(f"node {node.name}: route to {prefix} is still stale")
+    if status.get("datapath", {}).get("hostRouting") == "Starting":
+        found.append(f"node {node.name}: the datapath is still loading")
     return found
 
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import build, etcd, health, net, procs, upstream
+from lab import build, etcd, health, net, pods, procs, upstream
 from lab.plan import (
+    BPF_PIN_ROOT,
     LAB_ROOT,
     LabError,
     LabPlan,
@@ -40,6 +41,7 @@ from lab.state import plan_from_dict, plan_to_dict
 
 Say = Callable[[str], None]
 STOP_TIMEOUT = 15.0
+DAEMON_START_TIMEOUT = 60.0
 
 
 @dataclass
@@ -176,6 +178,7 @@ def up(
     upstream: str | None = None,
     reflectors: int = 0,
     store: str = "file",
+    datapath: str = "bpf",
 ) -> Lab:
     """Build lab `name`, start its daemons and wait for the mesh; undo all on failure."""
     require_root()
@@ -188,7 +191,15 @@ def up(
             )
         used = {lab.plan.index for lab in all_labs()}
         index = lowest_free_index(used)
-        plan = plan_lab(name, index, nodes, upstream=upstream, reflectors=reflectors, store=store)
+        plan = plan_lab(
+            name,
+            index,
+            nodes,
+            upstream=upstream,
+            reflectors=reflectors,
+            store=store,
+            datapath=datapath,
+        )
         lab = Lab(plan)
         taken = [ns for ns in lab.plan.namespaces() if net.netns_exists(ns)]
         if taken:
@@ -228,15 +239,16 @@ def _build(lab: Lab, say: Say) -> None:
         build.write_config(plan, node)
     lab.plan = plan = build.allocate(plan, plan.nodes[0], plan.nodes)
     lab.save()
-    for node in plan.nodes:
-        net.build_pod(node)
     if plan.upstream:
         _start_upstream(lab, say)
-    for node in plan.nodes:
-        proc = start_daemon(lab, node)
+    started = [(node, start_daemon(lab, node)) for node in plan.nodes]
+    for node, proc in started:
+        pods.wait_for_daemon(node, DAEMON_START_TIMEOUT)
+        pods.add_pod(node)  # through kroute-cni, as a container runtime would
         say(
             f"node {node.name}: {node.ip}, pods {node.pod_cidr}, pod {node.pod_ns} "
-            f"{node.pod_ip}, kroute pid {proc.pid}, log {node.log_path}"
+            f"{node.pod_ip} (kroute-cni, {plan.datapath} datapath), kroute pid {proc.pid}, "
+            f"log {node.log_path}"
         )
 
 
@@ -274,6 +286,8 @@ def down(name: str, say: Say) -> list[str]:
         ]
         removed += net.del_netns(ns)
     shutil.rmtree(LAB_ROOT / name, ignore_errors=True)
+    for node_name in (n.name for n in lab.plan.nodes) if lab else ():
+        shutil.rmtree(f"{BPF_PIN_ROOT}/{node_name}", ignore_errors=True)
     say(f"lab {name}: removed {removed} namespaces and {LAB_ROOT / name}")
     return warnings
 

@@ -1,4 +1,4 @@
-"""Namespaces, the LAN bridge and pod veths, built with plain `ip` and `nsenter` commands.
+"""Namespaces and the LAN bridge, built with plain `ip` and `nsenter` commands.
 
 Every link is created inside its namespace (`ip -n NS link add ... peer ... netns OTHER`),
 so nothing ever appears in the host namespace. Sysctls are written with `nsenter --net`
@@ -14,9 +14,7 @@ from pathlib import Path
 from lab.plan import (
     BRIDGE,
     EXT_IF,
-    GATEWAY,
     NODE_IF,
-    POD_IF,
     LabError,
     LabPlan,
     NodePlan,
@@ -120,33 +118,11 @@ def join_lan(plan: LabPlan, ns: str, lan_if: str, ip: str) -> None:
 
 
 def build_node(plan: LabPlan, node: NodePlan) -> None:
-    """A node namespace on the LAN, forwarding, with the underlay address on eth0."""
+    """A node namespace on the LAN with the underlay address on eth0; forwarding only
+    with the legacy datapath (BPF nodes forward with their programs, ip_forward=0)."""
     join_lan(plan, node.netns, node.lan_if, node.ip)
-    sysctl(node.netns, "net.ipv4.ip_forward=1")
-
-
-def build_pod(node: NodePlan) -> None:
-    """The node's pod, wired Calico style.
-
-    The pod holds POD_IP/32 (the IP the IPAM store gave it, so wire it only after
-    allocation) and routes everything via 169.254.1.1 on eth0; the node's
-    side of the veth answers ARP for it by proxy ARP and routes POD_IP/32 to the veth.
-    Proxy ARP replies only for a target the node has a unicast route to through another
-    device, and lab nodes have no default route, so the gateway address is routed to lo.
-    """
-    ns, pod = node.netns, node.pod_ns
-    if not node.pod_ip:
-        raise LabError(f"pod {pod} has no IP yet; allocate it from the IPAM store first")
-    add_netns(pod)
-    add_veth(ns, POD_IF, pod, "eth0")
-    run(["ip", "-n", ns, "link", "set", POD_IF, "up"])
-    sysctl(ns, f"net.ipv4.conf.{POD_IF}.proxy_arp=1", f"net.ipv4.neigh.{POD_IF}.proxy_delay=0")
-    run(["ip", "-n", ns, "route", "add", f"{node.pod_ip}/32", "dev", POD_IF, "scope", "link"])
-    run(["ip", "-n", ns, "route", "replace", f"{GATEWAY}/32", "dev", "lo", "scope", "link"])
-    run(["ip", "-n", pod, "addr", "add", f"{node.pod_ip}/32", "dev", "eth0"])
-    run(["ip", "-n", pod, "link", "set", "eth0", "up"])
-    run(["ip", "-n", pod, "route", "add", GATEWAY, "dev", "eth0", "scope", "link"])
-    run(["ip", "-n", pod, "route", "add", "default", "via", GATEWAY, "dev", "eth0"])
+    forward = "0" if plan.datapath == "bpf" else "1"
+    sysctl(node.netns, f"net.ipv4.ip_forward={forward}")
 
 
 def build_upstream(plan: LabPlan, up: UpstreamPlan) -> None:

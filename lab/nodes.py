@@ -18,9 +18,17 @@ import signal
 import time
 from collections.abc import Iterator
 
-from lab import build, health, net
-from lab.lab import Lab, Say, require_lab, require_root, start_daemon, stop_node
-from lab.plan import LabError, NodePlan, plan_added_node, plan_removed_node
+from lab import build, health, net, pods
+from lab.lab import (
+    DAEMON_START_TIMEOUT,
+    Lab,
+    Say,
+    require_lab,
+    require_root,
+    start_daemon,
+    stop_node,
+)
+from lab.plan import LabError, NodePlan, pin_dir, plan_added_node, plan_removed_node
 
 
 @contextlib.contextmanager
@@ -68,8 +76,9 @@ def _build_node(lab: Lab, node: NodePlan, say: Say) -> NodePlan:
     lab.plan = build.allocate(lab.plan, node, [node])
     lab.save()
     node = lab.plan.node(node.name)
-    net.build_pod(node)
     proc = start_daemon(lab, node)
+    pods.wait_for_daemon(node, DAEMON_START_TIMEOUT)
+    pods.add_pod(node)
     say(
         f"node {node.name}: {node.ip}, pods {node.pod_cidr}, pod {node.pod_ns} "
         f"{node.pod_ip}, kroute pid {proc.pid}, log {node.log_path}"
@@ -90,6 +99,7 @@ def remove_node(name: str, node_name: str, timeout: float, say: Say) -> None:
         for ns in (gone.pod_ns, gone.netns):
             net.del_netns(ns)
         shutil.rmtree(gone.run_dir, ignore_errors=True)
+        shutil.rmtree(pin_dir(lab.plan, gone), ignore_errors=True)
         lab.daemons.pop(gone.name, None)
         lab.save()
         _reload_others(lab, None, say)

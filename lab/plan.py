@@ -41,7 +41,6 @@ ASN = 64512
 STATUS_PORT = 9479
 BRIDGE = "br0"
 NODE_IF = "eth0"  # a node's leg on the LAN; the pod's side of its veth is also eth0
-POD_IF = "p1"  # the node's side of its pod's veth
 UPSTREAM_ASN = 65000
 UPSTREAM_KINDS = ("bird", "frr", "gobgp")
 UPSTREAM_HOST = 254  # the upstream's last octet on the underlay
@@ -49,9 +48,10 @@ ETCD_HOST = 253  # the lab etcd's last octet on the underlay
 ETCD_PORT = 2379
 LEASE_TTL = 3  # seconds: short, so a node that leaves is gone quickly
 STORES = ("file", "etcd")
+DATAPATHS = ("bpf", "legacy")
+BPF_PIN_ROOT = "/sys/fs/bpf/kroute-lab"  # each node pins its maps in its own directory
 MASK_V4 = 24
 EXT_IF = "ext0"  # the upstream's leg towards the external host
-GATEWAY = "169.254.1.1"  # the pods' default gateway, answered by proxy ARP (Calico style)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,10}[a-z0-9]$|^[a-z]$")
 
 
@@ -123,6 +123,7 @@ class LabPlan:
     upstream: UpstreamPlan | None = None
     reflectors: int = 0
     store: str = "file"
+    datapath: str = "bpf"
 
     @property
     def state_path(self) -> str:
@@ -204,11 +205,14 @@ def plan_lab(
     upstream: str | None = None,
     reflectors: int = 0,
     store: str = "file",
+    datapath: str = "bpf",
 ) -> LabPlan:
     """The complete address plan of lab `name` with `nodes` nodes at `index`."""
     check_name(name)
     if store not in STORES:
         raise LabError(f"--store {store!r} is unknown; use one of {', '.join(STORES)}")
+    if datapath not in DATAPATHS:
+        raise LabError(f"--datapath {datapath!r} is unknown; use one of {', '.join(DATAPATHS)}")
     if store == "etcd" and reflectors:
         raise LabError(
             "--reflectors needs --store file: etcd membership records carry no "
@@ -236,6 +240,7 @@ def plan_lab(
         upstream=_plan_upstream(name, index, upstream, state_dir) if upstream else None,
         reflectors=reflectors,
         store=store,
+        datapath=datapath,
     )
 
 
@@ -352,11 +357,18 @@ def render_config(plan: LabPlan, node: NodePlan) -> str:
         "ipam": ipam,
         "status": {"listen": f"{node.ip}:{STATUS_PORT}", "socket": node.socket_path},
         "runDir": node.run_dir,
+        "routing": {"mode": "native", "nativeRoutingCIDR": plan.pod_range},
+        "datapath": {"bpf": {"enabled": plan.datapath == "bpf", "pinDir": pin_dir(plan, node)}},
     }
     if plan.store == "etcd":
         data["etcd"] = {"endpoints": [plan.etcd_url]}
     header = f"# kroute lab {plan.name}: node {node.name} on {node.ip}/{prefix}\n"
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def pin_dir(plan: LabPlan, node: NodePlan) -> str:
+    """Where `node` pins its BPF maps: bpffs is not split by network namespaces."""
+    return f"{BPF_PIN_ROOT}/{node.name}"
 
 
 def _cluster_node(plan: LabPlan, node: NodePlan) -> dict[str, Any]:

@@ -26,6 +26,7 @@ def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
         "lanNamespace": plan.lan_ns,
         "stateDir": plan.state_dir,
         "reflectors": plan.reflectors,
+        "datapath": plan.datapath,
         "store": store,
         "upstream": _upstream_to_dict(plan.upstream) if plan.upstream else None,
         "nodes": [
@@ -74,6 +75,7 @@ def plan_from_dict(data: dict[str, Any]) -> LabPlan:
             nodes=nodes,
             upstream=_upstream_from_dict(data["upstream"]) if data.get("upstream") else None,
             reflectors=int(data.get("reflectors", 0)),
+            datapath=str(data.get("datapath", "bpf")),
             store=str((data.get("store") or {}).get("kind", "file")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

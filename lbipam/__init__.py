@@ -23,6 +23,11 @@ Allocation (`lbipam.allocator`):
   `revoked` (key -> addresses it lost; withdraw them unless still advertised).
 - `advertisements(result, services)`: address -> nodes that announce it as a /32 or /128.
 
+The cluster-wide document (`lbipam.shared`): `LbDocument` (applied pools and services,
+config pools' first-seen times, assignments; JSON), `apply_pools`, `apply_services`,
+`delete_pool`, `delete_service` (validation errors name the object and field), and
+`allocation_round`, one allocation over it, run inside a store's transaction.
+
 Rules:
 - Never one address to two services, except services that may share it: the same
   `lbipam.kroute.io/sharing-key`, the same namespace, no common (protocol, port), the same

@@ -53,17 +53,20 @@ class LbState:
     assignments: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        doc = {
-            "version": STATE_VERSION,
-            "assignments": {k: [str(ip) for ip in v] for k, v in sorted(self.assignments.items())},
-        }
+        doc = {"version": STATE_VERSION, "assignments": self.to_mapping()}
         return json.dumps(doc, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> LbState:
         """Parse and check a document; ValueError says what is wrong with it."""
-        doc = load_versioned(text, STATE_VERSION)
-        raw = doc.get("assignments", {})
+        return cls.from_mapping(load_versioned(text, STATE_VERSION).get("assignments", {}))
+
+    def to_mapping(self) -> dict[str, list[str]]:
+        return {k: [str(ip) for ip in v] for k, v in sorted(self.assignments.items())}
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> LbState:
+        """The `assignments` object of a document; ValueError says what is wrong."""
         if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
             raise ValueError("assignments must map service keys to lists of addresses")
         try:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ class NodeUnderTest:
     injector_ns: str
     socket: str
     workdir: Path
+    pid: int  # the kroute daemon's
 
     def status(self) -> dict[str, Any]:
         return fetch_status(self.socket)
@@ -111,9 +112,17 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 @contextlib.contextmanager
 def node_with_injectors(
-    injectors: list[Injector], peers: list[dict[str, Any]], cluster_id: str | None = None
+    injectors: list[Injector],
+    peers: list[dict[str, Any]],
+    cluster_id: str | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
+    edit: Callable[[dict[str, Any], Path], None] | None = None,
 ) -> Iterator[NodeUnderTest]:
-    """A kroute node peering with `peers` (bgp.peers entries), the injectors answering."""
+    """A kroute node peering with `peers` (bgp.peers entries), the injectors answering.
+    `env` is added to kroute's environment; `wrapper` runs before it (e.g. setpriv);
+    `edit(config, workdir)` changes the config before kroute starts."""
     with (
         netns("krn-") as node_ns,
         netns("kri-") as inj_ns,
@@ -141,12 +150,15 @@ def node_with_injectors(
             "status": {"listen": "", "socket": str(workdir / "kroute.sock")},
             "runDir": str(workdir),
         }
+        if edit is not None:
+            edit(config, workdir)
         (workdir / "kroute.yaml").write_text(yaml.safe_dump(config))
         procs = []
         try:
             procs.append(
                 _start(
                     [
+                        *wrapper,
                         sys.executable,
                         "-m",
                         "bgpd.cli",
@@ -156,7 +168,7 @@ def node_with_injectors(
                     ],
                     node_ns,
                     workdir / "kroute.log",
-                    {},
+                    env or {},
                 )
             )
             for injector in injectors:
@@ -175,7 +187,9 @@ def node_with_injectors(
                         env,
                     )
                 )
-            yield NodeUnderTest(node_ns, inj_ns, str(workdir / "kroute.sock"), workdir)
+            yield NodeUnderTest(
+                node_ns, inj_ns, str(workdir / "kroute.sock"), workdir, procs[0].pid
+            )
         finally:
             for proc in reversed(procs):
                 _stop(proc)

@@ -18,6 +18,7 @@ class LabFactory(Protocol):
         upstream: str | None = None,
         reflectors: int = 0,
         store: str = "file",
+        datapath: str = "bpf",
     ) -> labmod.Lab: ...
 
 
@@ -27,7 +28,12 @@ def make_lab(unique_name: str) -> Iterator[LabFactory]:
     made: list[str] = []
 
     def make(
-        nodes: int = 3, *, upstream: str | None = None, reflectors: int = 0, store: str = "file"
+        nodes: int = 3,
+        *,
+        upstream: str | None = None,
+        reflectors: int = 0,
+        store: str = "file",
+        datapath: str = "bpf",
     ) -> labmod.Lab:
         name = f"{unique_name}{len(made)}"
         made.append(name)
@@ -39,6 +45,7 @@ def make_lab(unique_name: str) -> Iterator[LabFactory]:
             upstream=upstream,
             reflectors=reflectors,
             store=store,
+            datapath=datapath,
         )
 
     try:

@@ -219,3 +219,87 @@ def test_ten_thousand_routes_round_trip(ns: str, kernel: NetlinkKernelRoutes) ->
 def test_missing_namespace_is_a_datapath_error() -> None:
     with pytest.raises(DatapathError, match="ip netns add"):
         NetlinkKernelRoutes("krt-does-not-exist-0")
+
+
+# -- onlink routes on an explicit device (the overlay's shape) ---------------------------
+
+TUN1, TUN2 = "10.244.1.0", "10.244.2.0"  # overlay next hops: on no connected subnet
+
+
+def onlink_shown(ns: str) -> dict[str, list[tuple[str, str, bool]]]:
+    """{dst: sorted (gateway, dev, onlink)} of the proto-bgp IPv4 routes, per next hop."""
+    routes: dict[str, list[tuple[str, str, bool]]] = {}
+    for r in json.loads(ip("-n", ns, "-j", "route", "show", "proto", "bgp") or "[]"):
+        hops = r.get("nexthops", [r])
+        routes[r["dst"]] = sorted(
+            (h["gateway"], h["dev"], "onlink" in h.get("flags", [])) for h in hops
+        )
+    return routes
+
+
+def test_onlink_routes_single_and_ecmp_round_trip(ns: str, kernel: NetlinkKernelRoutes) -> None:
+    single = KernelRoute.via("10.244.1.0/24", TUN1, dev="v1")
+    ecmp = KernelRoute.via("10.70.0.1/32", TUN2, TUN1, dev="v1")
+    plain = KernelRoute.via("10.71.0.0/24", GW1)
+    upsert(kernel, single, ecmp, plain)
+    assert onlink_shown(ns) == {
+        "10.244.1.0/24": [(TUN1, "v1", True)],
+        "10.70.0.1": [(TUN1, "v1", True), (TUN2, "v1", True)],
+        "10.71.0.0/24": [(GW1, "v0", False)],
+    }
+    assert kernel.dump() == {r.prefix: r for r in (single, ecmp, plain)}
+    # The reconciler sees no difference, so a steady state costs no writes.
+    reconciler = KernelRouteReconciler(kernel)
+    desired = {r.prefix: r for r in (single, ecmp, plain)}
+    assert reconciler.reconcile(desired, full=True).applied == 0
+
+
+def test_routes_move_between_native_and_onlink(ns: str, kernel: NetlinkKernelRoutes) -> None:
+    reconciler = KernelRouteReconciler(kernel)
+    native = {
+        KernelRoute.via("10.72.0.0/24", GW1, GW2).prefix: KernelRoute.via("10.72.0.0/24", GW1, GW2)
+    }
+    assert reconciler.reconcile(native).ok
+    overlay = KernelRoute.via("10.72.0.0/24", TUN1, dev="v1")
+    assert reconciler.reconcile({overlay.prefix: overlay}).applied == 1
+    assert onlink_shown(ns) == {"10.72.0.0/24": [(TUN1, "v1", True)]}
+    assert kernel.dump() == {overlay.prefix: overlay}
+    back = KernelRoute.via("10.72.0.0/24", GW2)
+    assert reconciler.reconcile({back.prefix: back}).applied == 1
+    assert onlink_shown(ns) == {"10.72.0.0/24": [(GW2, "v0", False)]}
+    assert kernel.dump() == {back.prefix: back}
+
+
+def test_onlink_route_on_a_missing_device_fails_alone(ns: str, kernel: NetlinkKernelRoutes) -> None:
+    gone = KernelRoute.via("10.73.0.0/24", TUN1, dev="kroute.nope")
+    result = kernel.apply(RouteChanges(upserts=(MIXED[0], gone)))
+    assert result.applied == 1
+    assert result.failed == ((gone, "device 'kroute.nope' not found (errno 19)"),)
+    assert kernel.dump() == {MIXED[0].prefix: MIXED[0]}
+
+
+def test_mixed_onlink_and_plain_hops_are_a_foreign_shape(
+    ns: str, kernel: NetlinkKernelRoutes
+) -> None:
+    ip(
+        "-n", ns, "route", "add", "10.75.0.0/24", "proto", "bgp",
+        "nexthop", "via", GW1, "nexthop", "via", TUN1, "dev", "v1", "onlink",
+    )  # fmt: skip
+    found = kernel.dump()[ipaddress.ip_network("10.75.0.0/24")]
+    assert found.nexthops == (ipaddress.IPv4Address("0.0.0.0"),) and found.dev is None
+    wanted = KernelRoute.via("10.75.0.0/24", TUN1, TUN2, dev="v1")
+    assert KernelRouteReconciler(kernel).reconcile({wanted.prefix: wanted}).ok
+    assert kernel.dump() == {wanted.prefix: wanted}
+
+
+def test_device_names_cached_between_dumps_are_checked(
+    ns: str, kernel: NetlinkKernelRoutes
+) -> None:
+    route = KernelRoute.via("10.76.0.0/24", TUN1, dev="v1")
+    upsert(kernel, route)
+    assert kernel.dump() == {route.prefix: route}
+    index = kernel.link_index("v1")
+    assert index and kernel.link_name(index) == "v1"
+    kernel._devs[index] = "renamed"  # as if v1 had been renamed since the last dump
+    assert kernel.dump() == {route.prefix: route}
+    assert kernel.link_index("nope0") == 0 and kernel.link_name(999_999) is None

@@ -7,7 +7,6 @@ Each test builds its own lab (unique name) with `--upstream`, removed in teardow
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -21,6 +20,7 @@ from lab import lab as labmod
 from lab import procs
 from lab.routers.base import DaemonRouter
 from tests.integration.conftest import LabFactory
+from tests.traffic import Pinger, TcpStream
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp, pytest.mark.peers]
@@ -34,27 +34,6 @@ def router(lab: labmod.Lab) -> DaemonRouter:
     found = lab.router()
     assert found is not None
     return found
-
-
-class Pinger:
-    """A continuous ping (every 20 ms) from one namespace; counts what was lost."""
-
-    def __init__(self, ns: str, target: str) -> None:
-        self._proc = subprocess.Popen(
-            ["nsenter", f"--net=/var/run/netns/{ns}", "ping", "-n", "-i", "0.02", target],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        time.sleep(0.5)
-
-    def stop(self) -> tuple[int, int]:
-        """(sent, received)."""
-        self._proc.send_signal(signal.SIGINT)
-        out, _ = self._proc.communicate(timeout=10)
-        match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        assert match, out
-        return int(match.group(1)), int(match.group(2))
 
 
 @pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])
@@ -78,7 +57,13 @@ def test_upstream_learns_every_pod_cidr_with_our_asn(make_lab: LabFactory, kind:
 
 def _restart(lab: labmod.Lab, how: str) -> None:
     node = lab.plan.nodes[1]
-    if how == "exabgp":
+    if how == "kill9-both":  # kroute and its exabgp die at the same moment
+        daemon = lab.daemons[node.name]
+        exabgp = procs.descendants(daemon)[0]
+        os.kill(exabgp.pid, signal.SIGKILL)
+        os.kill(daemon.pid, signal.SIGKILL)
+        labmod.restart(lab, node.name, kill=True, timeout=60, say=lambda _: None)
+    elif how == "exabgp":
         exabgp = procs.descendants(lab.daemons[node.name])[0]
         os.kill(exabgp.pid, signal.SIGKILL)
         wait_for(
@@ -96,6 +81,7 @@ def _restart(lab: labmod.Lab, how: str) -> None:
         ("bird", "sigterm"),
         ("bird", "kill9"),
         ("bird", "exabgp"),
+        ("bird", "kill9-both"),
         ("frr", "sigterm"),
         ("frr", "kill9"),
     ],
@@ -108,6 +94,7 @@ def test_restart_loses_no_packet_and_no_route(make_lab: LabFactory, kind: str, h
     ext_to_pod = Pinger(lab.plan.upstream.ext_ns, n2.pod_ip)
     watched = [n.netns for n in lab.plan.nodes] + [lab.plan.upstream.netns]
     watcher = RouteWatcher(watched, match=lambda line: n2.pod_cidr in line or "proto bgp" in line)
+    stream = TcpStream(n1.pod_ns, n2.pod_ns, n2.pod_ip)
     try:
         _restart(lab, how)
         time.sleep(12)  # past every stale and adoption timer (restart time 9 s)
@@ -115,7 +102,9 @@ def test_restart_loses_no_packet_and_no_route(make_lab: LabFactory, kind: str, h
         watcher.stop()
         sent, received = pod_to_pod.stop()
         ext_sent, ext_received = ext_to_pod.stop()
+        tcp = stream.stop()
     assert watcher.deleted == []
+    assert tcp.error == "" and tcp.intact and tcp.received == tcp.sent > 0, tcp
     assert received == sent, f"pod to pod lost {sent - received} of {sent}"
     assert ext_received == ext_sent, f"external to pod lost {ext_sent - ext_received} of {ext_sent}"
     assert router(lab).routes()[n2.pod_cidr] == [n2.ip]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.cluster import ClusterState, effective_config
+from bgpd.cluster import ClusterState, effective_config, visible_members
 from bgpd.config import Config, parse_config
 from bgpd.errors import KrouteError
 from bgpd.membership import Member
@@ -100,3 +100,19 @@ def test_our_reflector_cluster_id_survives(tmp_path: Path) -> None:
     assert me is not None
     assert str(me.route_reflector_cluster_id) == "1.1.1.1"
     assert me.pod_cidrs == (ipaddress.ip_network("10.240.3.0/24"),)
+
+
+def _member(name: str, ip: str) -> Member:
+    return Member(name=name, ip=ip, router_id=ip, asn=64512)
+
+
+def test_members_whose_record_vanished_stay_while_their_session_is_up() -> None:
+    """A store outage expires every lease; a node gone for real loses its session too."""
+    a, b, c = _member("a", "10.0.0.1"), _member("b", "10.0.0.2"), _member("c", "10.0.0.3")
+    previous = {"a": a, "b": b, "c": c}
+    up = {"10.0.0.2"}
+    kept = visible_members({"a": a}, previous, lambda ip: ip in up)
+    assert kept == {"a": a, "b": b}  # c's session is down: it goes
+    assert visible_members({"a": a}, kept, lambda ip: False) == {"a": a}
+    newer = _member("b", "10.0.0.22")  # the store's record wins over a kept one
+    assert visible_members({"a": a, "b": newer}, kept, lambda ip: True) == {"a": a, "b": newer}

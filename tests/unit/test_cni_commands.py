@@ -222,3 +222,70 @@ def test_invalid_kroute_config_is_code_7(world: World) -> None:
     code, out = run(environ, stdin)  # the real loader
     err = json.loads(out)
     assert code == 1 and err["code"] == 7 and "/nonexistent/k.yaml" in err["msg"]
+
+
+class FakeDaemon:
+    """The node's kroute as kroute-cni sees it: maps pods, or is unreachable."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, str] = {}
+        self.up = True
+
+    def add(self, socket: str, ip: str, host_if: str) -> str:
+        from bgpd.errors import KrouteError
+
+        if not self.up:
+            raise KrouteError(f"cannot reach kroute at {socket}")
+        self.pods[ip] = host_if
+        return "BPF"
+
+    def remove(self, socket: str, ip: str) -> None:
+        self.pods.pop(ip, None)
+
+
+def bpf_world(tmp_path: Path) -> tuple[World, FakeDaemon]:
+    world = World(tmp_path, [str(V4)])
+    world.config = world.config.model_copy(
+        update={"datapath": world.config.datapath.model_copy(update={"bpf": _bpf_on()})}
+    )
+    daemon = FakeDaemon()
+    plain = world.deps
+
+    def deps() -> Deps:
+        d = plain()
+        return Deps(d.load_config, d.make_store, d.network, daemon.add, daemon.remove)
+
+    world.deps = deps  # type: ignore[method-assign]
+    return world, daemon
+
+
+def _bpf_on() -> Any:
+    from bgpd.datapath_config import BpfConfig
+
+    return BpfConfig(enabled=True)
+
+
+def test_bpf_add_maps_the_pod_through_the_daemon_before_returning(tmp_path: Path) -> None:
+    world, daemon = bpf_world(tmp_path)
+    code, result = world.call("ADD")
+    assert code == 0, result
+    (host,) = world.net.links
+    assert daemon.pods == {"10.244.0.1": host}
+    assert world.net.links[host].kernel_forwarding is False  # BPF answers ARP, forwards
+    assert world.call("DEL") == (0, {})
+    assert daemon.pods == {}
+
+
+def test_bpf_add_without_a_running_daemon_is_try_again_and_rolled_back(tmp_path: Path) -> None:
+    world, daemon = bpf_world(tmp_path)
+    daemon.up = False
+    code, err = world.call("ADD")
+    assert code == 1 and err["code"] == 11
+    assert "start it, then retry" in err["details"]
+    assert world.net.links == {} and world.pod_ips() == {}
+
+
+def test_legacy_add_keeps_kernel_forwarding_on_the_veth(world: World) -> None:
+    assert world.call("ADD")[0] == 0
+    (wiring,) = world.net.links.values()
+    assert wiring.kernel_forwarding is True

@@ -35,8 +35,9 @@ from tests.unit.conftest import (
 
 Network = IPv4Network
 # A second prefix node-b announces: inside the cluster's pod CIDRs (iBGP import default) and
-# not ours. Also the prefix node-b and node-c both announce for ECMP.
+# not ours.
 EXTRA_B = IPv4Network("10.244.2.128/25")
+ANYCAST = IPv4Network("10.97.0.0/24")  # inside a service CIDR: node-b and node-c both announce
 LB_IP = IPv4Network("10.96.0.10/32")  # a LoadBalancer IP: outside every pod CIDR
 OLD = IPv4Network("10.244.9.0/24")  # a route from a previous life nobody announces now
 STRANGER = IPv4Address("10.9.9.9")
@@ -54,10 +55,12 @@ async def make_daemon(
         kernel: FakeKernelRoutes | None = None,
         restart_time: int = 1,
         peers: list[dict[str, Any]] | None = None,
+        service_cidrs: tuple[str, ...] = (),
     ) -> Daemon:
         data = cluster_data(tmp_path, restart_time)
         if peers is not None:
             data["bgp"]["peers"] = peers
+        data["cluster"]["serviceCIDRs"] = list(service_cidrs)
         config = parse_config(data, host_defaults=True)
         daemon = Daemon(config, kernel or FakeKernelRoutes(), speaker_factory=fake_speaker_class)
         await daemon.start()
@@ -183,12 +186,24 @@ async def test_withdrawn_route_removed(make_daemon: MakeDaemon) -> None:
 
 
 async def test_same_prefix_from_two_peers_is_ecmp(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon(service_cidrs=("10.97.0.0/16",))
+    session_up(daemon, NODE_B)
+    session_up(daemon, NODE_C)
+    announce(daemon, NODE_B, ANYCAST)
+    announce(daemon, NODE_C, ANYCAST)
+    await until(daemon, {**OWN, ANYCAST: via(ANYCAST, NODE_B, NODE_C)})
+
+
+async def test_another_nodes_pod_cidr_via_a_third_node_is_refused(
+    make_daemon: MakeDaemon,
+) -> None:
     daemon = await make_daemon()
     session_up(daemon, NODE_B)
     session_up(daemon, NODE_C)
     announce(daemon, NODE_B, EXTRA_B)
-    announce(daemon, NODE_C, EXTRA_B)
-    await until(daemon, {**OWN, EXTRA_B: via(EXTRA_B, NODE_B, NODE_C)})
+    announce(daemon, NODE_C, EXTRA_B)  # node-c claims a piece of node-b's pod CIDR
+    await until(daemon, {**OWN, EXTRA_B: via(EXTRA_B, NODE_B)})
+    assert daemon.peers[NODE_C].rejected == {"another node's pod CIDR not via that node": 1}
 
 
 async def test_peer_announcing_our_cidr_does_not_replace_the_blackhole(

@@ -329,7 +329,19 @@ MALFORMED_EDITS = [
     pytest.param(UPDATE_LINE, _set((*ANNOUNCED, "10.77.0.1", 0), {}), id="nlri-missing"),
     pytest.param(UPDATE_LINE, _set((*ANNOUNCED, "10.77.0.1"), "10.0.0.0/8"), id="nlris-string"),
     pytest.param(UPDATE_LINE, _set(ANNOUNCED, ["10.0.0.0/8"]), id="by-next-hop-list"),
-    pytest.param(UPDATE_LINE, _set(ANNOUNCED, {"nope": []}), id="next-hop-not-ip"),
+    pytest.param(WITHDRAW_LINE, _set(("neighbor", "message", "update", "withdraw"), []), id="wd"),
+    pytest.param(
+        WITHDRAW_LINE,
+        _set(("neighbor", "message", "update", "withdraw", "ipv4 unicast", 0, "nlri"), "1.2.3.4/8"),
+        id="withdraw-host-bits",
+    ),
+    pytest.param(EOR_LINE, _delete(("neighbor", "message", "eor", "safi")), id="eor-no-safi"),
+    pytest.param(EOR_LINE, _set(("neighbor", "message", "eor"), "ipv4"), id="eor-string"),
+]
+
+
+ATTRIBUTE_EDITS = [
+    pytest.param(UPDATE_LINE, _set(ANNOUNCED, {"nope": ["10.9.0.0/16"]}), id="next-hop-not-ip"),
     pytest.param(UPDATE_LINE, _set((*ATTRIBUTE, "origin"), "martian"), id="unknown-origin"),
     pytest.param(UPDATE_LINE, _set(ATTRIBUTE, ["igp"]), id="attribute-list"),
     pytest.param(UPDATE_LINE, _set((*ATTRIBUTE, "local-preference"), "high"), id="lp-text"),
@@ -353,15 +365,17 @@ MALFORMED_EDITS = [
     pytest.param(
         UPDATE_LINE, _set((*ATTRIBUTE, "as-path"), {"0": {"element": "x"}}), id="as-path-no-value"
     ),
-    pytest.param(WITHDRAW_LINE, _set(("neighbor", "message", "update", "withdraw"), []), id="wd"),
-    pytest.param(
-        WITHDRAW_LINE,
-        _set(("neighbor", "message", "update", "withdraw", "ipv4 unicast", 0, "nlri"), "1.2.3.4/8"),
-        id="withdraw-host-bits",
-    ),
-    pytest.param(EOR_LINE, _delete(("neighbor", "message", "eor", "safi")), id="eor-no-safi"),
-    pytest.param(EOR_LINE, _set(("neighbor", "message", "eor"), "ipv4"), id="eor-string"),
 ]
+"""Edits that leave the prefixes readable but the attributes not: treat-as-withdraw."""
+
+
+@pytest.mark.parametrize(("line", "change"), ATTRIBUTE_EDITS)
+def test_unusable_attributes_are_treated_as_withdraw(line: str, change: Any) -> None:
+    event = parse_line(with_changes(line, change))
+    assert isinstance(event, RoutesUpdate), event
+    assert event.announced == ()
+    assert event.malformed
+    assert event.malformed_reason.startswith("unusable attributes: ")
 
 
 @pytest.mark.parametrize(("line", "change"), MALFORMED_EDITS)
@@ -412,7 +426,8 @@ def test_infinite_numbers_are_malformed_not_a_crash() -> None:
     line = OPEN_LINE.replace('"hold_time": 9', '"hold_time": Infinity')
     assert isinstance(parse_line(line), Malformed)
     line = UPDATE_LINE.replace('"local-preference": 100', '"local-preference": 1e999')
-    assert isinstance(parse_line(line), Malformed)
+    event = parse_line(line)
+    assert isinstance(event, RoutesUpdate) and event.malformed and not event.announced
 
 
 # -- properties ------------------------------------------------------------------------

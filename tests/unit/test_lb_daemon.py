@@ -91,16 +91,21 @@ async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any)
     assert daemon.lb.view.served == (ipaddress.ip_address("198.51.100.2"),)
 
 
-def test_pool_age_counts_from_first_configuration_across_restarts(tmp_path: Path) -> None:
+async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Path) -> None:
     from bgpd.lb import LoadBalancers, parse_lb_pools
+    from bgpd.lb_store import MemoryLbStore
 
-    now = [1000.0]
-    pools = parse_lb_pools([POOL])
-    first = LoadBalancers(tmp_path / "lbipam.json", clock=lambda: now[0])
-    first.configure(pools, [], ["node-a"])
-    now[0] = 5000.0
-    again = LoadBalancers(tmp_path / "lbipam.json", clock=lambda: now[0])
-    again.configure(pools, [], ["node-a"])
-    assert again.first_seen == {"blue": 1000.0}
-    again.configure((), [], ["node-a"])  # deleted: forgotten
-    assert again.first_seen == {}
+    store, pools = MemoryLbStore(), parse_lb_pools([POOL])
+
+    async def node(name: str, now: float) -> LoadBalancers:
+        lb = LoadBalancers(tmp_path / name / "lbipam.json", name)
+        lb.configure(pools, [], ["node-a", "node-b"])
+        lb.set_in_use(())
+        lb.accept(await store.transact(lb.round_step(now)))
+        return lb
+
+    first = await node("node-a", 1000.0)
+    later = await node("node-b", 5000.0)  # another node, much later: same creation time
+    again = await node("node-a", 9000.0)  # and a restart
+    for lb in (first, later, again):
+        assert lb.view is not None and [p.created for p in lb.view.round.pools] == [1000.0]

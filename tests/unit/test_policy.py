@@ -24,6 +24,7 @@ from bgpd.policy import (
     NODE_ADDRESS,
     NOT_ALLOWED,
     ORIGINATOR_LOOP,
+    OTHER_NODE_POD_CIDR,
     OWN_POD_CIDR,
     LocalFacts,
     import_verdict,
@@ -250,8 +251,29 @@ def test_reasons_are_distinct() -> None:
         CLUSTER_LOOP,
         NOT_ALLOWED,
         NEXT_HOP_SELF,
+        OTHER_NODE_POD_CIDR,
     ]
     assert len(set(reasons)) == len(reasons)
+
+
+WITH_OWNERS = dataclasses.replace(LOCAL, pod_cidr_owners=((ip_network("10.244.2.0/24"), NODE_B),))
+
+
+@pytest.mark.parametrize(
+    ("prefix", "peer", "next_hop", "reason"),
+    [
+        ("10.244.2.0/24", IBGP, NODE_B, None),  # from its owner (full mesh)
+        ("10.244.2.0/24", with_allow(IBGP, "10.244.0.0/16"), NODE_B, None),  # reflected
+        ("10.244.2.0/24", EBGP, UPSTREAM, OTHER_NODE_POD_CIDR),  # an upstream claims it
+        ("10.244.2.128/25", EBGP, UPSTREAM, OTHER_NODE_POD_CIDR),  # a more-specific hijack
+        ("10.244.2.0/24", IBGP, IPv4Address("10.0.0.3"), OTHER_NODE_POD_CIDR),  # wrong node
+        ("10.244.0.0/16", EBGP, UPSTREAM, None),  # a covering aggregate is not a hijack
+    ],
+)
+def test_another_nodes_pod_cidr_only_via_that_node(
+    prefix: str, peer: Peer, next_hop: IPv4Address, reason: str | None
+) -> None:
+    assert import_verdict(ip_network(prefix), attrs(next_hop), peer, WITH_OWNERS) == reason
 
 
 # -- properties ----------------------------------------------------------------------------------

@@ -158,3 +158,24 @@ def test_cleanup_deletes_everything_and_counts() -> None:
     assert rec.actual() == {}
     rec.close()
     assert fake.closed
+
+
+def test_onlink_routes_carry_their_device_into_equality_and_text() -> None:
+    plain = KernelRoute.via("10.4.0.0/24", "10.244.1.0")
+    onlink = KernelRoute.via("10.4.0.0/24", "10.244.1.0", dev="kroute.vxlan")
+    assert plain != onlink
+    assert onlink == KernelRoute(onlink.prefix, onlink.nexthops, "kroute.vxlan")
+    assert str(onlink) == "10.4.0.0/24 via 10.244.1.0 dev kroute.vxlan onlink"
+    changes = diff_routes(table(onlink), table(plain))
+    assert changes == RouteChanges(upserts=(onlink,))
+
+
+@pytest.mark.parametrize("dev", ["", "a" * 16, "bad/name", "sp ace", "a:b"])
+def test_invalid_devices_are_refused(dev: str) -> None:
+    with pytest.raises(ValueError, match="dev"):
+        KernelRoute.via("10.4.0.0/24", "10.244.1.0", dev=dev)
+
+
+def test_a_blackhole_has_no_device() -> None:
+    with pytest.raises(ValueError, match="needs a next hop"):
+        KernelRoute(ipaddress.ip_network("10.4.0.0/24"), (), "kroute.vxlan")
