@@ -53,7 +53,12 @@ from datapath.bpf_maps import (
 from datapath.bpf_pins import DEFAULT_PIN_DIR
 from datapath.masq import DEFAULT_MAX_ENTRIES, MasqueradeSpec, NatEntry
 from datapath.masq_bpf import BpfMasquerade, addr, u32
-from datapath.tc_hooks import TcHooks
+from datapath.tc_hooks import FILTER_PREFIX, HOOKS, TcHooks
+
+INGRESS = HOOKS["ingress"]
+"""Kept for bgpd/datapath_host.py; new code: `datapath.tc_hooks.TcHooks.detach_everywhere`
+(which also removes the egress masquerade program)."""
+__all__ = ["FILTER_PREFIX", "INGRESS", "BpfDatapath"]
 
 log = logging.getLogger(__name__)
 

@@ -79,6 +79,15 @@ def test_nat_entries_counters_and_sweep(outside: Topology) -> None:
     # A swept flow starts again with a new entry.
     assert probe(a1, "udp", EXTERNAL_IP, UDP_PORT, "40001")["peer"].startswith(t.a.ip)
 
+    # Legacy mode's cleanup (no bcc): every kroute filter goes, ingress and egress.
+    from pyroute2 import IPRoute
+
+    from datapath.tc_hooks import TcHooks
+
+    with IPRoute(netns=t.a.ns) as ipr:
+        assert sorted(TcHooks(ipr).detach_everywhere()) == ["eth0", "p1", "p2"]
+    assert probe(a1, "udp", EXTERNAL_IP, UDP_PORT) == {"error": "TimeoutError"}
+
 
 def test_full_table_is_counted_and_existing_flows_keep_working(outside: Topology) -> None:
     t = outside
