@@ -149,36 +149,11 @@ class NetlinkHost:
         IP_FORWARD.write_text("1" if enabled else "0")
 
     def detach_programs(self) -> list[str]:
-        """Delete every tc ingress filter named `kroute_*` (no bcc needed): programs stay
-        attached after their process, and stale maps must not forward in legacy mode."""
+        """Delete kroute's tc filters on both hooks (no bcc needed): programs stay attached
+        after their process, and stale maps must not forward or masquerade in legacy mode."""
         from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
 
-        from datapath.tc_hooks import FILTER_PREFIX, HOOKS
+        from datapath.tc_hooks import TcHooks
 
-        gone = []
         with IPRoute() as ipr:
-            for link in ipr.get_links():
-                for parent in HOOKS.values():  # forwarding (ingress) and masquerade (egress)
-                    try:
-                        filters = ipr.get_filters(link["index"], parent=parent)
-                    except NetlinkError:
-                        break  # no clsact qdisc: nothing of ours
-                    for f in filters:
-                        opts = f.get_attr("TCA_OPTIONS")
-                        name = (opts.get_attr("TCA_BPF_NAME") if opts else None) or ""
-                        if (
-                            f.get_attr("TCA_KIND") == "bpf"
-                            and f["handle"]
-                            and name.startswith(FILTER_PREFIX)
-                        ):
-                            ipr.tc(
-                                "del-filter",
-                                "bpf",
-                                link["index"],
-                                f["handle"],
-                                parent=parent,
-                                prio=f["info"] >> 16,
-                            )
-                            gone.append(str(link.get_attr("IFLA_IFNAME")))
-        return gone
+            return TcHooks(ipr).detach_everywhere()
