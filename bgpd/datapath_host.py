@@ -149,17 +149,11 @@ class NetlinkHost:
         IP_FORWARD.write_text("1" if enabled else "0")
 
     def detach_programs(self) -> list[str]:
-        """Delete every tc filter named `kroute_*` (no bcc needed): programs stay attached
-        after their process, and stale maps must not forward in legacy mode."""
+        """Delete kroute's tc filters on both hooks (no bcc needed): programs stay attached
+        after their process, and stale maps must not forward or masquerade in legacy mode."""
         from pyroute2 import IPRoute
 
-        from datapath.tc_hooks import HOOKS, TcHooks
+        from datapath.tc_hooks import TcHooks
 
-        gone = []
         with IPRoute() as ipr:
-            hooks = TcHooks(ipr)
-            for link in ipr.get_links():
-                name = str(link.get_attr("IFLA_IFNAME"))
-                if hooks.detach(link["index"], name, tuple(HOOKS)):
-                    gone.append(name)
-        return gone
+            return TcHooks(ipr).detach_everywhere()

@@ -7,6 +7,12 @@ tc programs with pyroute2, and read and write its maps.
     dp.set_local_pod("10.244.1.5", "cali1234")
     dp.sync_remote_routes({p: RemoteRoute.of(p, "eth0", "192.168.1.12")})
     dp.counters()                           # {"forwarded_local": 12, ...}
+    dp.set_masquerade(spec)                 # datapath.masq.MasqueradeSpec: to_netdev on egress
+    dp.expire_nat(time.monotonic())         # the daemon's periodic NAT sweep
+    dp.describe()                           # programs per hook, map fill, NAT, counters
+
+Split out: compiling (bpf_compile.py), pin checks (bpf_pins.py), tc filters
+(tc_hooks.py), the masquerade maps and NAT table (masq_bpf.py).
 
 Everything happens in the network namespace the object was made for (`netns=None`: the
 caller's, as for the daemon that runs inside the node's namespace); ifindexes and
@@ -29,13 +35,12 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
-import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from bgpd.errors import DatapathError
+from datapath.bpf_compile import compile_programs
 from datapath.bpf_maps import (
     COUNTER_NAMES,
     PROGRAMS,
@@ -45,76 +50,20 @@ from datapath.bpf_maps import (
     diff_entries,
     mac_str,
 )
-from datapath.bpf_pins import DEFAULT_PIN_DIR, check_pins, fs_type
+from datapath.bpf_pins import DEFAULT_PIN_DIR
 from datapath.masq import DEFAULT_MAX_ENTRIES, MasqueradeSpec, NatEntry
 from datapath.masq_bpf import BpfMasquerade, addr, u32
-from datapath.tc_hooks import TcHooks
+from datapath.tc_hooks import FILTER_PREFIX, HOOKS, TcHooks
+
+INGRESS = HOOKS["ingress"]
+"""Kept for bgpd/datapath_host.py; new code: `datapath.tc_hooks.TcHooks.detach_everywhere`
+(which also removes the egress masquerade program)."""
+__all__ = ["FILTER_PREFIX", "INGRESS", "BpfDatapath"]
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).with_name("bpf")
-SOURCE = BPF_DIR / "forward.c"
-SPLICED = ("masq.h",)
-"""Headers of forward.c spliced in place of their `#include "NAME"` line: bcc rewrites
-map calls (`table.lookup()`) only in the main source, not in included files."""
-
-
-def program_text() -> str:
-    """forward.c with its spliced headers, as bcc compiles it."""
-    text = SOURCE.read_text()
-    for name in SPLICED:
-        text = text.replace(f'#include "{name}"', (BPF_DIR / name).read_text())
-    return text
-
-
 MAX_LOCAL_PODS = 4096
 MAX_REMOTE_ROUTES = 16384
-
-_compile_lock = threading.Lock()
-_compiled: dict[tuple[str, int, int, int], Any] = {}
-
-
-def _compile(pin_dir: str, max_local_pods: int, max_remote_routes: int, max_nat: int) -> Any:
-    """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared."""
-    key = (pin_dir, max_local_pods, max_remote_routes, max_nat)
-    with _compile_lock:
-        if key in _compiled:
-            return _compiled[key]
-        try:
-            from bcc import BPF  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise DatapathError(
-                f"cannot import bcc ({exc}); install python3-bpfcc and make it importable "
-                "in the venv (scripts/setup does)"
-            ) from None
-        if fs_type(pin_dir) != "bpf":
-            raise DatapathError(
-                f"pin directory {pin_dir} is not on bpffs; mount it "
-                "(`mount -t bpf bpf /sys/fs/bpf`) or choose a directory under it"
-            )
-        os.makedirs(pin_dir, exist_ok=True)
-        check_pins(pin_dir, max_nat)
-        cflags = [
-            f"-DMAX_NAT_ENTRIES={max_nat}",
-            f'-DPIN_DIR="{pin_dir}"',
-            f"-DMAX_LOCAL_PODS={max_local_pods}",
-            f"-DMAX_REMOTE_ROUTES={max_remote_routes}",
-        ]
-        try:
-            bpf = BPF(text=program_text().encode(), cflags=cflags)
-        except Exception as exc:
-            hint = ""
-            release = os.uname().release
-            if not os.path.exists(f"/lib/modules/{release}/build/include/linux/kconfig.h") and (
-                not os.path.exists(f"/lib/modules/{release}/source/include/linux/kconfig.h")
-            ):
-                hint = (
-                    f"; kernel headers are incomplete: link Debian's linux-headers-*-common "
-                    f"as /lib/modules/{release}/source (and -amd64 as .../build)"
-                )
-            raise DatapathError(f"compiling {SOURCE} failed: {exc}{hint}") from None
-        _compiled[key] = bpf
-        return bpf
 
 
 class BpfDatapath:
@@ -133,7 +82,9 @@ class BpfDatapath:
 
         self.pin_dir = pin_dir.rstrip("/")
         self.netns = netns
-        self._bpf = _compile(self.pin_dir, max_local_pods, max_remote_routes, max_nat_entries)
+        self._bpf = compile_programs(
+            self.pin_dir, max_local_pods, max_remote_routes, max_nat_entries
+        )
         self._progs = {
             name: self._bpf.load_func(name.encode(), self._bpf.SCHED_CLS) for name in PROGRAMS
         }
@@ -146,7 +97,7 @@ class BpfDatapath:
         except Exception as exc:
             raise DatapathError(f"cannot open netlink in namespace {netns!r}: {exc}") from None
         self._tc = TcHooks(self._ipr)
-        self._masq = BpfMasquerade(self._bpf, self._tc, self.ifindex)
+        self._masq = BpfMasquerade(self._bpf, self._tc, self.ifindex, self.ifname)
         log.info("bpf datapath ready pin_dir=%s netns=%s", self.pin_dir, netns or "-")
 
     # -- interfaces --------------------------------------------------------------------
@@ -161,6 +112,11 @@ class BpfDatapath:
         if not found:
             raise DatapathError(f"interface {dev!r} not found in namespace {self._ns}")
         return int(found[0])
+
+    def ifname(self, index: int) -> str:
+        """The name of interface `index` (its number when it is gone)."""
+        links = self._ipr.get_links(index) if index > 0 else []
+        return str(links[0].get_attr("IFLA_IFNAME")) if links else str(index)
 
     def mac(self, dev: int | str) -> bytes:
         links = self._ipr.get_links(self.ifindex(dev))

@@ -162,12 +162,13 @@ def expired(entries: Iterable[NatEntry], now: float, timeouts: NatTimeouts) -> l
     return [e for e in entries if now - e.last_seen > timeouts.for_entry(e.proto, e.closing)]
 
 
-def masquerade_line(kind: str, spec: MasqueradeSpec | None, reason: str = "") -> str:
-    """The status line: `BPF [eth0] 10.0.0.0/8`, `nftables [eth0] ...`, `Disabled`."""
-    if spec is None:
+def masquerade_line(kind: str, summary: str | None, reason: str = "") -> str:
+    """The status line: `BPF [eth0] 10.0.0.0/8`, `nftables [eth0] ...`, `Disabled`, from
+    the `MasqueradeSpec.summary()` of what the kernel holds (None: nothing)."""
+    if summary is None:
         return "Disabled" + (f" ({reason})" if reason else "")
     label = {"bpf": "BPF", "nftables": "nftables"}.get(kind, kind)
-    return f"{label} {spec.summary()}" + (f" ({reason})" if reason else "")
+    return f"{label} {summary}" + (f" ({reason})" if reason else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,7 @@ class FakeMasquerader:
     def masquerade_status(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "line": masquerade_line(self.kind, self.spec),
+            "line": masquerade_line(self.kind, self.spec.summary() if self.spec else None),
             "spec": self.spec.as_dict() if self.spec else None,
             "natEntries": len(self.entries),
         }

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bgpd.errors import DatapathError
-from datapath.masq import MasqueradeSpec, NatEntry, NatTimeouts, expired
+from datapath.masq import MasqueradeSpec, NatEntry, NatTimeouts, expired, masquerade_line
 from datapath.tc_hooks import TcHooks
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,13 @@ def addr(value: int) -> ipaddress.IPv4Address:
 class BpfMasquerade:
     """The masq_* maps, the NAT table and the `to_netdev` attachments of one program set."""
 
-    def __init__(self, bpf: Any, tc: TcHooks, ifindex: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        bpf: Any,
+        tc: TcHooks,
+        ifindex: Callable[[str], int],
+        ifname: Callable[[int], str],
+    ) -> None:
         self._config = bpf[b"masq_config"]
         self._egress = bpf[b"masq_egress"]
         self._sources = bpf[b"masq_sources"]
@@ -47,6 +53,7 @@ class BpfMasquerade:
         self._prog_fd: int = bpf.load_func(b"to_netdev", bpf.SCHED_CLS).fd
         self._tc = tc
         self._ifindex = ifindex
+        self._ifname = ifname
         self.spec: MasqueradeSpec | None = None
 
     @property
@@ -151,12 +158,19 @@ class BpfMasquerade:
     def fill(self) -> int:
         return sum(1 for _ in self._out)
 
-    def status(self) -> dict[str, Any]:
-        from datapath.masq import masquerade_line
+    def summary(self) -> str | None:
+        """`[eth0] 10.244.1.0/24` from the maps (as `MasqueradeSpec.summary`), None if off:
+        right also in a process that did not set the spec."""
+        if not self.enabled():
+            return None
+        names = sorted(self._ifname(int(k.value)) for k in self._egress)
+        nets = sorted(ipaddress.IPv4Network((addr(k.addr), k.prefixlen)) for k in self._sources)
+        return f"[{','.join(names)}] " + ",".join(map(str, nets))
 
+    def status(self) -> dict[str, Any]:
         return {
             "kind": "bpf",
-            "line": masquerade_line("bpf", self.spec if self.enabled() else None),
+            "line": masquerade_line("bpf", self.summary()),
             "spec": self.spec.as_dict() if self.spec else None,
             "natEntries": self.fill(),
             "natMaxEntries": self.max_entries,

@@ -34,14 +34,15 @@ def ruleset(spec: MasqueradeSpec) -> str:
     skip = ", ".join(map(str, spec.native_routing_cidrs))
     match = f"oifname {{ {ifs} }} ip saddr {{ {srcs} }} ip daddr != {{ {skip} }}"
     low, high = spec.port_range
+    comment = f"{COMMENT} {spec.summary()}"  # read back by status, also after a restart
     return "\n".join(
         [
             f"table ip {TABLE} {{}}",
             f"chain ip {TABLE} {CHAIN} {{ type nat hook postrouting priority srcnat; }}",
             f"flush chain ip {TABLE} {CHAIN}",
             f"add rule ip {TABLE} {CHAIN} {match} meta l4proto {{ tcp, udp }} counter "
-            f'masquerade to :{low}-{high} comment "{COMMENT}"',
-            f'add rule ip {TABLE} {CHAIN} {match} counter masquerade comment "{COMMENT}"',
+            f'masquerade to :{low}-{high} comment "{comment}"',
+            f'add rule ip {TABLE} {CHAIN} {match} counter masquerade comment "{comment}"',
             "",
         ]
     )
@@ -110,10 +111,12 @@ class NftMasquerade:
 
     def masquerade_status(self) -> dict[str, Any]:
         rules = self._chain()
+        comments = [str(r.get("comment", "")) for r in rules or []]
+        summary = next((c[len(COMMENT) + 1 :] for c in comments if c.startswith(COMMENT)), None)
         active = bool(rules)
         return {
             "kind": self.kind,
-            "line": masquerade_line(self.kind, self.spec if active else None),
+            "line": masquerade_line(self.kind, summary),
             "spec": self.spec.as_dict() if self.spec else None,
             "rules": len(rules or []),
             "counters": self.counters() if active else {},

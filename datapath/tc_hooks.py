@@ -111,6 +111,16 @@ class TcHooks:
             log.info("bpf detached ifname=%s hooks=%s", ifname, ",".join(hooks))
         return removed
 
+    def detach_everywhere(self) -> list[str]:
+        """Remove kroute's filters from both hooks of every interface (no bcc needed: for
+        legacy mode, where stale programs must not forward or masquerade); the names."""
+        gone = []
+        for link in self._ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            if self.detach(link["index"], name, tuple(HOOKS)):
+                gone.append(name)
+        return gone
+
     def attached(self, hook: str) -> dict[str, str]:
         """{interface name: program} for every interface carrying a kroute program on `hook`."""
         out: dict[str, str] = {}

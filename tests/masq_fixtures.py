@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from datapath.masq import MasqueradeSpec
+from datapath.masq import Masquerader, MasqueradeSpec
 from datapath.nft_masq import NftMasquerade
 from tests.bpf_fixtures import PYTHON, Pod, Topology, nsenter, ready_process, run, topology
 
@@ -30,7 +30,10 @@ tcp.listen(16)
 def serve_udp():
     while True:
         data, peer = udp.recvfrom(2048)
-        udp.sendto(f"{peer[0]}:{peer[1]}".encode(), peer)
+        try:
+            udp.sendto(f"{peer[0]}:{peer[1]}".encode(), peer)
+        except OSError:  # an unmasqueraded pod source: no route back
+            pass
 def serve_tcp():
     while True:
         conn, peer = tcp.accept()
@@ -139,6 +142,15 @@ def spec(t: Topology, **kw: Any) -> MasqueradeSpec:
 def masq_args(t: Topology, **kw: Any) -> list[str]:
     """Agent arguments for node a: attach everything, fill the maps, set masquerade."""
     return ["--masq", json.dumps(spec(t, **kw).as_dict()), *t.setup_args(t.a)]
+
+
+def masquerader(t: Topology, kind: str) -> Masquerader:
+    """The `kind` implementation for node a, in this process (close a BpfDatapath)."""
+    if kind == "bpf":
+        from datapath.loader import BpfDatapath
+
+        return BpfDatapath(t.a.pin_dir, netns=t.a.ns)
+    return NftMasquerade(t.a.ns)
 
 
 def start_masquerade(t: Topology, kind: str) -> None:

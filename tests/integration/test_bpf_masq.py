@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bgpd.errors import DatapathError
 from datapath.masq import NatTimeouts
 from tests.bpf_fixtures import EXTERNAL_IP, PYTHON, REPO, Topology, nsenter, topology
 from tests.masq_fixtures import (
@@ -78,6 +79,15 @@ def test_nat_entries_counters_and_sweep(outside: Topology) -> None:
     # A swept flow starts again with a new entry.
     assert probe(a1, "udp", EXTERNAL_IP, UDP_PORT, "40001")["peer"].startswith(t.a.ip)
 
+    # Legacy mode's cleanup (no bcc): every kroute filter goes, ingress and egress.
+    from pyroute2 import IPRoute
+
+    from datapath.tc_hooks import TcHooks
+
+    with IPRoute(netns=t.a.ns) as ipr:
+        assert sorted(TcHooks(ipr).detach_everywhere()) == ["eth0", "p1", "p2"]
+    assert probe(a1, "udp", EXTERNAL_IP, UDP_PORT) == {"error": "TimeoutError"}
+
 
 def test_full_table_is_counted_and_existing_flows_keep_working(outside: Topology) -> None:
     t = outside
@@ -92,6 +102,11 @@ def test_full_table_is_counted_and_existing_flows_keep_working(outside: Topology
     assert isinstance(counters, dict)
     assert counters["nat_table_full"] >= 1, counters
     assert len(seen["nat"]) == 2  # type: ignore[arg-type]
+    # The pinned table keeps its size: another maxEntries is refused, saying what to do.
+    from datapath.loader import BpfDatapath
+
+    with pytest.raises(DatapathError, match="set maxEntries to 2"):
+        BpfDatapath(t.a.pin_dir, netns=t.a.ns, max_nat_entries=4096)
 
 
 def test_tcp_transfer_survives_the_loader_being_killed_and_restarted(

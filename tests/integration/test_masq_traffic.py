@@ -15,17 +15,45 @@ from tests.masq_fixtures import (
     IMPLEMENTATIONS,
     TCP_PORT,
     UDP_PORT,
+    masquerader,
     masquerading,
     probe,
+    spec,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def masq(request: pytest.FixtureRequest) -> Iterator[Topology]:
-    with masquerading(request.param) as t:
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def masq(kind: str) -> Iterator[Topology]:
+    with masquerading(kind) as t:
         yield t
+
+
+def test_clear_stops_and_set_restarts_masquerading(masq: Topology, kind: str) -> None:
+    a1 = masq.a.pods[0]
+    m = masquerader(masq, kind)
+    try:
+        assert m.masquerade_status()["line"].startswith(("BPF [eth0]", "nftables [eth0]"))
+        assert m.clear_masquerade()
+        assert not m.clear_masquerade()
+        assert m.masquerade_status()["line"] == "Disabled"
+        # Unmasqueraded, the pod's packets get no answer (nobody routes pod IPs back).
+        assert probe(a1, "udp", EXTERNAL_IP, UDP_PORT) == {"error": "TimeoutError"}
+        m.set_masquerade(spec(masq))
+        m.set_masquerade(spec(masq))  # idempotent
+        assert probe(a1, "udp", EXTERNAL_IP, UDP_PORT)["peer"].startswith(f"{masq.a.ip}:")
+        label = "BPF" if kind == "bpf" else "nftables"
+        assert m.masquerade_status()["line"] == f"{label} [eth0] {masq.a.pod_cidr}"
+    finally:
+        close = getattr(m, "close", None)
+        if close:
+            close()
 
 
 def nat_port(peer: str) -> int:

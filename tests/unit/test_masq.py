@@ -82,7 +82,7 @@ def test_fake_masquerader_sweeps_with_its_spec() -> None:
 
 
 def test_status_lines_and_choice() -> None:
-    assert masquerade_line("nftables", spec()) == "nftables [eth0] 10.244.1.0/24"
+    assert masquerade_line("nftables", spec().summary()) == "nftables [eth0] 10.244.1.0/24"
     assert masquerade_line("bpf", None, "no spec") == "Disabled (no spec)"
     assert choose_masquerade(True, None).kind == "bpf"
     off = choose_masquerade(False, None)
@@ -99,4 +99,5 @@ def test_nft_script_replaces_the_chain_atomically() -> None:
     assert match in lines[3] and "meta l4proto { tcp, udp }" in lines[3]
     assert "masquerade to :62000-63000" in lines[3]
     assert match in lines[4] and "l4proto" not in lines[4]
-    assert lines[4].endswith('counter masquerade comment "kroute masquerade"')
+    comment = 'comment "kroute masquerade [eth0,eth1] 10.244.1.0/24"'
+    assert lines[4].endswith(f"counter masquerade {comment}")
