@@ -82,4 +82,4 @@ class MasqueradeSync:
         """`BPF [eth0] 10.0.0.0/24`, `nftables [eth0] ...`; None when not enabled."""
         if self.masq is None:
             return None
-        return masquerade_line(self.masq.kind, self.spec)
+        return masquerade_line(self.masq.kind, self.spec.summary() if self.spec else None)
