@@ -1,9 +1,11 @@
-"""Pod-to-pod across nodes: kroute's BPF forwarding against the kernel's, same run.
+"""Pod traffic: kroute's BPF forwarding and masquerade against the kernel's, same run.
 
-Two labs are built one after the other (`kroute lab up --nodes 2`, pods made by
-kroute-cni): one with the BPF datapath (nodes at ip_forward=0, tc programs forward), one
-with `--datapath legacy` (the kernel forwards, ip_forward=1). In each, from the pod on
-node 1 to the pod on node 2:
+Two labs are built one after the other (`kroute lab up --nodes 2 --upstream bird`, pods
+made by kroute-cni, datapath.masquerade on node 1): one with the BPF datapath (nodes at
+ip_forward=0, tc programs forward and SNAT), one with `--datapath legacy` (the kernel
+forwards, nftables masquerades). In each, from the pod on node 1 to the pod on node 2
+(forwarding) and to the external host behind the upstream router (`masq_*`, through the
+masquerade):
 
 - TCP throughput: `iperf3 -c POD2 -t SECONDS -J` (one stream), bits/s received;
 - request/response: a Python client doing 1-byte request / 1-byte answer round trips on
@@ -33,6 +35,9 @@ from pathlib import Path
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
+import yaml
+
+from bgpd.client import fetch_status
 from lab import lab as labmod
 from lab.bench_results import record
 from lab.plan import NodePlan
@@ -89,10 +94,10 @@ def server(ns: str, argv: list[str], port: int) -> Iterator[None]:
         proc.wait()
 
 
-def throughput(src: NodePlan, dst: NodePlan, seconds: float) -> float:
-    with server(dst.pod_ns, ["iperf3", "-s", "-B", dst.pod_ip, "-1"], 5201):
+def throughput(src_ns: str, dst_ns: str, dst_ip: str, seconds: float) -> float:
+    with server(dst_ns, ["iperf3", "-s", "-B", dst_ip, "-1"], 5201):
         out = subprocess.run(
-            [*nsenter(src.pod_ns), "iperf3", "-c", dst.pod_ip, "-t", str(seconds), "-J"],
+            [*nsenter(src_ns), "iperf3", "-c", dst_ip, "-t", str(seconds), "-J"],
             capture_output=True,
             text=True,
             check=True,
@@ -100,10 +105,10 @@ def throughput(src: NodePlan, dst: NodePlan, seconds: float) -> float:
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
 
 
-def request_response(src: NodePlan, dst: NodePlan, seconds: float) -> float:
-    with server(dst.pod_ns, [sys.executable, "-c", RR_SERVER, dst.pod_ip], 9090):
+def request_response(src_ns: str, dst_ns: str, dst_ip: str, seconds: float) -> float:
+    with server(dst_ns, [sys.executable, "-c", RR_SERVER, dst_ip], 9090):
         out = subprocess.run(
-            [*nsenter(src.pod_ns), sys.executable, "-c", RR_CLIENT, dst.pod_ip, str(seconds)],
+            [*nsenter(src_ns), sys.executable, "-c", RR_CLIENT, dst_ip, str(seconds)],
             capture_output=True,
             text=True,
             check=True,
@@ -111,15 +116,40 @@ def request_response(src: NodePlan, dst: NodePlan, seconds: float) -> float:
     return float(out)
 
 
+def masquerade_on(lab: labmod.Lab, node: NodePlan) -> None:
+    """datapath.masquerade on `node` (BPF SNAT with the BPF datapath, nftables without)."""
+    config = Path(node.config_path)
+    data = yaml.safe_load(config.read_text())
+    data["datapath"]["masquerade"] = {"enabled": True}
+    config.write_text(yaml.safe_dump(data))
+    labmod.restart(lab, node.name, kill=False, timeout=90, say=lambda _: None)
+    deadline = time.monotonic() + 60
+    while node.pod_cidr not in str(fetch_status(node.socket_path)["datapath"]["masquerade"]):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"masquerade did not become active on {node.name}")
+        time.sleep(0.5)
+
+
 def measure(datapath: str, seconds: float, rounds: int) -> dict[str, float]:
+    """Pod to pod across nodes (forwarding), and pod to the external host through the
+    upstream router (masquerade: BPF SNAT, or nftables with the legacy datapath)."""
     name = f"bdp{secrets.token_hex(2)}"
-    print(f"lab {name}: 2 nodes, {datapath} datapath", flush=True)
-    lab = labmod.up(name, 2, timeout=90, say=lambda _: None, datapath=datapath)
+    print(f"lab {name}: 2 nodes, {datapath} datapath, BIRD upstream", flush=True)
+    lab = labmod.up(name, 2, timeout=90, say=lambda _: None, datapath=datapath, upstream="bird")
     try:
         a, b = lab.plan.nodes
+        up = lab.plan.upstream
+        assert up is not None
+        masquerade_on(lab, a)
         figures: dict[str, Callable[[], float]] = {
-            "tcp_throughput_gbit_s": lambda: throughput(a, b, seconds) / 1e9,
-            "tcp_rr_per_s": lambda: request_response(a, b, seconds),
+            "tcp_throughput_gbit_s": lambda: (
+                throughput(a.pod_ns, b.pod_ns, b.pod_ip, seconds) / 1e9
+            ),
+            "tcp_rr_per_s": lambda: request_response(a.pod_ns, b.pod_ns, b.pod_ip, seconds),
+            "masq_tcp_throughput_gbit_s": lambda: (
+                throughput(a.pod_ns, up.ext_ns, up.ext_ip, seconds) / 1e9
+            ),
+            "masq_tcp_rr_per_s": lambda: request_response(a.pod_ns, up.ext_ns, up.ext_ip, seconds),
         }
         return {key: max(run() for _ in range(rounds)) for key, run in figures.items()}
     finally:
@@ -133,7 +163,8 @@ def main() -> int:
     args = parser.parse_args()
     bpf = measure("bpf", args.seconds, args.rounds)
     legacy = measure("legacy", args.seconds, args.rounds)
-    print(f"\npod-to-pod across nodes, best of {args.rounds} x {args.seconds:g}s")
+    print(f"\nbest of {args.rounds} x {args.seconds:g}s; masq_*: pod to external host, BPF")
+    print("SNAT against nftables masquerade; the others: pod to pod, BPF against kernel")
     print(f"{'figure':<24}{'BPF':>12}{'legacy':>12}{'BPF/legacy':>12}")
     for key in bpf:
         ratio = bpf[key] / legacy[key] if legacy[key] else float("nan")
@@ -143,7 +174,7 @@ def main() -> int:
             key,
             "Gbit/s" if "gbit" in key else "1/s",
             bpf[key],
-            baseline_name="kernel forwarding",
+            baseline_name="nftables masquerade" if key.startswith("masq") else "kernel forwarding",
             baseline=legacy[key],
             higher_is_better=True,
         )
