@@ -34,7 +34,7 @@ import yaml
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-from bgpd.client import call, fetch_status
+from bgpd.client import call, fetch_status, request
 from bgpd.errors import KrouteError
 from lab import health, nodes, procs
 from lab import lab as labmod
@@ -88,14 +88,10 @@ def _reconcile_seconds(node: NodePlan) -> float:
 
 
 def _metrics(node: NodePlan) -> str:
-    out = subprocess.run(
-        ["curl", "-s", "--unix-socket", node.socket_path, "http://kroute/metrics"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    )
-    return out.stdout
+    status, body = request(node.socket_path, "/metrics")
+    if status != 200:
+        raise KrouteError(f"{node.name}: /metrics answered HTTP {status}")
+    return body.decode()
 
 
 def _kernel_bgp(node: NodePlan) -> set[str]:
