@@ -43,6 +43,7 @@ from bgpd.sessions import PeerStatus, Sessions
 from bgpd.speaker import EventHandler, ExaBGPSpeaker, Speaker
 from datapath.loopback import FakeLoopback, LoopbackAddresses
 from datapath.routes import KernelRoute, KernelRouteReconciler, KernelRoutes
+from lbipam import Pool
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class Daemon:
         self.config = config
         self._derive(config)
         self.sessions.local = local_facts(config)
-        self.sessions.set_peers(resolve_peers(config))
+        self.sessions.set_peers(resolve_peers(config, self._lb_pools()))
         self.speaker.reconfigure(speaker_spec(config))
         self._dirty.set()
 
@@ -357,9 +358,21 @@ class Daemon:
         """Allocate LB IPs (never one the network routes) and serve ours."""
         in_use = [prefix for prefix, candidates in paths.items() if any(p.ebgp for p in candidates)]
         self.lb.set_in_use(in_use)  # a change starts an allocation round (lb_sync)
+        self._import_load_balancers()
         self.local_prefixes = dict(self._config_prefixes)
         for ip in self.lb.view.served if self.lb.view is not None else ():
             self.local_prefixes[host_prefix(ip)] = "loadBalancerIP"
+
+    def _lb_pools(self) -> tuple[Pool, ...] | None:
+        """The pools in effect (config and store); None before the first round."""
+        return self.lb.view.round.pools if self.lb.view is not None else None
+
+    def _import_load_balancers(self) -> None:
+        """Nodes accept each other's LB IPs from every pool in effect, those applied to
+        the store too (the iBGP allow lists were built from the config file's)."""
+        peers = resolve_peers(self.config, self._lb_pools())
+        if peers != tuple(status.peer for status in self.peers.values()):
+            self.sessions.set_peers(peers)
 
     @property
     def reconcile_errors(self) -> int:

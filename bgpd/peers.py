@@ -8,11 +8,13 @@ resolved `Peer` carries the policy that applies to it, defaults filled in.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bgpd.config import Config
 from bgpd.config_types import Network
 from bgpd.peer_config import ALL_KINDS, PrefixKind
+from lbipam import Pool
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -62,19 +64,22 @@ class Peer:
     exports: ExportRules = ExportRules(frozenset(ALL_KINDS))
 
 
-def cluster_prefixes(config: Config) -> tuple[Network, ...]:
-    """What nodes announce to each other: their pod CIDRs and the service CIDRs."""
+def cluster_prefixes(config: Config, lb_pools: Iterable[Pool] | None = None) -> tuple[Network, ...]:
+    """What nodes announce to each other: their pod CIDRs, the service CIDRs and LB IPs
+    from `lb_pools` (the pools in effect, store-applied ones too; the config's if None)."""
     pods = tuple(cidr for node in config.cluster.nodes for cidr in node.pod_cidrs)
     pool = config.ipam.cluster_pool.cidrs if config.ipam.cluster_pool else ()
-    return pods + pool + config.cluster.service_cidrs + load_balancer_ranges(config)
+    if lb_pools is None:
+        from bgpd.lb import parse_lb_pools
+
+        lb_pools = parse_lb_pools(list(config.load_balancer.pools))
+    return pods + pool + config.cluster.service_cidrs + load_balancer_ranges(lb_pools)
 
 
-def load_balancer_ranges(config: Config) -> tuple[Network, ...]:
-    """Every LoadBalancer pool block as CIDRs: LB IPs nodes announce to each other."""
-    from bgpd.lb import parse_lb_pools
-
+def load_balancer_ranges(pools: Iterable[Pool]) -> tuple[Network, ...]:
+    """Every LoadBalancer pool block as CIDRs."""
     nets: list[Network] = []
-    for pool in parse_lb_pools(list(config.load_balancer.pools)):
+    for pool in pools:
         for block in pool.blocks:
             if block.cidr is not None:
                 nets.append(block.cidr)
@@ -89,11 +94,12 @@ def own_cluster_id(config: Config) -> ipaddress.IPv4Address | None:
     return me.route_reflector_cluster_id if me else None
 
 
-def resolve_peers(config: Config) -> tuple[Peer, ...]:
-    """Every session this node should have, in config order."""
+def resolve_peers(config: Config, lb_pools: Iterable[Pool] | None = None) -> tuple[Peer, ...]:
+    """Every session this node should have, in config order. `lb_pools`: see
+    `cluster_prefixes`."""
     bgp = config.bgp
     gr = bgp.graceful_restart.enabled
-    ibgp_imports = ImportRules(cluster_prefixes(config), False, 0)
+    ibgp_imports = ImportRules(cluster_prefixes(config, lb_pools), False, 0)
     cluster_exports = ExportRules(frozenset(ALL_KINDS))
     i_reflect = own_cluster_id(config) is not None
     peers: list[Peer] = []

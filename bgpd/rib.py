@@ -40,6 +40,9 @@ class PeerRib:
     routes: dict[Network, PathAttributes] = field(default_factory=dict)
     stale: set[Network] = field(default_factory=set)
     rejected: dict[Network, str] = field(default_factory=dict)
+    held: dict[Network, PathAttributes] = field(default_factory=dict)
+    """Refused routes' attributes, judged again when policy changes (soft reconfiguration
+    inbound), so a wider allow list takes effect without a route refresh."""
 
 
 class Rib:
@@ -64,28 +67,42 @@ class Rib:
             changed |= rib.routes.pop(prefix, None) is not None
             rib.stale.discard(prefix)
             rib.rejected.pop(prefix, None)
+            rib.held.pop(prefix, None)
         for prefix in update.malformed:  # RFC 7606 treat-as-withdraw
-            changed |= rib.routes.pop(prefix, None) is not None
-            rib.stale.discard(prefix)
-            rib.rejected[prefix] = f"malformed update: {update.malformed_reason}"
+            changed |= _refuse(rib, prefix, f"malformed update: {update.malformed_reason}")
+            rib.held.pop(prefix, None)
         for prefix, attributes in update.announced:
             reason = verdict(prefix, attributes) if verdict is not None else None
             if reason is not None:
-                changed |= rib.routes.pop(prefix, None) is not None
-                rib.stale.discard(prefix)
+                changed |= _refuse(rib, prefix, reason, attributes)
+            else:
+                changed |= _accept(rib, prefix, attributes)
+        return changed
+
+    def rejudge(self, address: IPAddress, verdict: Verdict) -> bool:
+        """Policy changed: judge what the peer sent again, accepted and refused alike."""
+        rib = self._peers.get(address)
+        if rib is None:
+            return False
+        refused = list(rib.held.items())
+        changed = False
+        for prefix, attributes in list(rib.routes.items()):
+            reason = verdict(prefix, attributes)
+            if reason is not None:
+                changed |= _refuse(rib, prefix, reason, attributes)
+        for prefix, attributes in refused:
+            reason = verdict(prefix, attributes)
+            if reason is None:
+                changed |= _accept(rib, prefix, attributes)
+            else:
                 rib.rejected[prefix] = reason
-                continue
-            rib.rejected.pop(prefix, None)
-            if rib.routes.get(prefix) != attributes or prefix in rib.stale:
-                changed = True
-            rib.routes[prefix] = attributes
-            rib.stale.discard(prefix)
         return changed
 
     def mark_stale(self, address: IPAddress) -> bool:
         """The peer's session dropped but it does graceful restart: keep its routes."""
         rib = self.peer(address)
         rib.stale = set(rib.routes)
+        rib.held = {}  # refused routes are judged again once the peer sends them again
         return bool(rib.stale)
 
     def drop_stale(self, address: IPAddress) -> bool:
@@ -104,7 +121,7 @@ class Rib:
         if rib is None:
             return False
         had_routes = bool(rib.routes)
-        rib.routes, rib.stale, rib.rejected = {}, set(), {}
+        rib.routes, rib.stale, rib.rejected, rib.held = {}, set(), {}, {}
         return had_routes
 
     def rejected(self) -> dict[Network, list[tuple[IPAddress, str]]]:
@@ -131,6 +148,27 @@ class Rib:
                 path = Path(address, rib.router_id, attributes, prefix in rib.stale, rib.ebgp)
                 result.setdefault(prefix, []).append(path)
         return result
+
+
+def _refuse(
+    rib: PeerRib, prefix: Network, reason: str, attributes: PathAttributes | None = None
+) -> bool:
+    """Treat the route as withdrawn and remember why (and what, to judge it again)."""
+    removed = rib.routes.pop(prefix, None) is not None
+    rib.stale.discard(prefix)
+    rib.rejected[prefix] = reason
+    if attributes is not None:
+        rib.held[prefix] = attributes
+    return removed
+
+
+def _accept(rib: PeerRib, prefix: Network, attributes: PathAttributes) -> bool:
+    rib.rejected.pop(prefix, None)
+    rib.held.pop(prefix, None)
+    changed = rib.routes.get(prefix) != attributes or prefix in rib.stale
+    rib.routes[prefix] = attributes
+    rib.stale.discard(prefix)
+    return changed
 
 
 def _preference(path: Path) -> tuple[int, int, int, int, int]:

@@ -66,7 +66,7 @@ class Sessions:
     ) -> None:
         self.peers: dict[IPAddress, PeerStatus] = {p.address: PeerStatus(p) for p in peers}
         self.rib = rib
-        self.local = local
+        self._local = local
         self._on_change = on_change
         self._teardown = teardown
         self._clock = clock
@@ -91,10 +91,38 @@ class Sessions:
                 log.info("event=peer-added peer=%s type=%r", address, peer.type)
             elif current.peer != peer:
                 current.peer = peer
-                changed = True  # policy may differ: the RIB is re-judged on the next update
+                changed |= self._rejudge(current)  # its import policy may differ
             self.rib.peer(address).ebgp = peer.ebgp
         if changed:
             self._on_change()
+
+    @property
+    def local(self) -> LocalFacts:
+        return self._local
+
+    @local.setter
+    def local(self, local: LocalFacts) -> None:
+        """New facts about this node and its cluster: every peer's routes are judged again."""
+        if local == self._local:
+            return
+        self._local = local
+        if any([self._rejudge(peer) for peer in self.peers.values()]):
+            self._on_change()
+
+    def _rejudge(self, peer: PeerStatus) -> bool:
+        """Judge what `peer` sent again under today's policy (not counted as refusals:
+        those count UPDATEs). A max-prefix shut peer keeps nothing."""
+        if peer.shutdown:
+            return False
+        changed = self.rib.rejudge(
+            peer.address,
+            lambda prefix, attrs: import_verdict(prefix, attrs, peer.peer, self._local),
+        )
+        limit = peer.peer.imports.max_prefix
+        if limit and self.rib.received_count(peer.address) > limit:
+            self._shut_max_prefix(peer, limit)
+            changed = True
+        return changed
 
     def all_eor(self) -> bool:
         return all(p.eor_received for p in self.peers.values())
@@ -172,7 +200,7 @@ class Sessions:
             )
 
         def verdict(prefix: Network, attrs: PathAttributes) -> str | None:
-            reason = import_verdict(prefix, attrs, peer.peer, self.local)
+            reason = import_verdict(prefix, attrs, peer.peer, self._local)
             if reason is not None:
                 peer.rejected[reason] += 1
             return reason

@@ -1,7 +1,7 @@
 """LoadBalancer pools and services from the cluster store, driven with the CLI against
 the lab's running daemons (file store and real etcd), with a real BIRD upstream:
 `kroute pool apply` on one node and `kroute service apply` on another, the upstream has
-the serving nodes as next hops, other nodes do not route the /32 themselves, two nodes
+the serving nodes as next hops, other nodes route the /32 to the serving nodes, two nodes
 applying at once never share an IP, a restart keeps it, a bad file is refused, and
 `kroute pool delete` withdraws it."""
 
@@ -73,10 +73,14 @@ def test_pool_and_service_applied_with_the_cli(
         return {p["name"]: p["conflictingWith"] for p in call(n3.socket_path, "/pools")}
 
     wait_for(lambda: conflicts() == {"blue": None, "green": "blue"}, 15, "green to conflict")
-    routes = call(n3.socket_path, "/status")["kernelRoutes"]
-    # Store pools are not in the nodes' iBGP import default (config pools are): n3 does
-    # not route it itself but through the upstream (README: LoadBalancer IPs).
-    assert not any(r["prefix"] == prefix for r in routes)
+
+    # n3 serves nothing: it routes the /32 to the serving nodes itself, store pools being
+    # in the nodes' iBGP import like config pools (README: LoadBalancer IPs).
+    def n3_hops() -> list[str]:
+        routes = call(n3.socket_path, "/status")["kernelRoutes"]
+        return sorted(h for r in routes if r["prefix"] == prefix for h in r["nexthops"])
+
+    wait_for(lambda: n3_hops() == sorted([n1.ip, n2.ip]), 15, "n3 to route it to n1 and n2")
 
     # Two nodes applying at the same moment: two services, two addresses.
     racers = [(n1, "a"), (n3, "b")]

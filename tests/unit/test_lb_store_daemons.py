@@ -15,15 +15,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bgpd.config import parse_config
 from bgpd.daemon import Daemon
+from bgpd.events import PathAttributes, PeerState, RoutesUpdate
 from bgpd.lb import LoadBalancers, parse_lb_pools, parse_lb_services
 from bgpd.lb_store import LbStoreError, MemoryLbStore
 from bgpd.lb_sync import LbSync
+from bgpd.policy import NOT_ALLOWED
 from bgpd.status import build_app, status_report
 from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
 from lbipam import LbState
 from lbipam.shared import LbDocument, apply_pools, apply_services
-from tests.unit.conftest import FakeSpeaker, cluster_data, settle
+from tests.unit.conftest import NODE_B, FakeSpeaker, cluster_data, settle
 from tests.unit.test_daemon import stop_bounded
 
 BLUE = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
@@ -89,6 +91,21 @@ async def test_apply_on_one_node_is_served_by_both_and_delete_withdraws(pair: An
         assert await settle(lambda d=daemon: served(d) == (), timeout=5)
         assert await settle(lambda d=daemon: d.loopback.addresses == set())  # type: ignore[attr-defined]
     assert store.document.assignments.assignments == {}
+
+
+async def test_lb_ips_of_a_store_pool_are_taken_from_the_other_nodes(pair: Any) -> None:
+    """An LB /32 node-b announces is refused by node-a until the pool is applied to the
+    store; then the route node-b sent before is accepted without being sent again."""
+    a, _, _ = pair
+    prefix = ipaddress.ip_network("198.51.100.5/32")
+    a.speaker.on_event(PeerState(NODE_B, "up"))
+    a.speaker.on_event(RoutesUpdate(NODE_B, announced=((prefix, PathAttributes(next_hop=NODE_B)),)))
+    assert await settle(lambda: a.rib.rejected().get(prefix) == [(NODE_B, NOT_ALLOWED)])
+    assert (await post(a, "/pools/apply", {"pools": [BLUE]}))[0] == 200
+    assert await settle(lambda: prefix in a.kernel_routes, timeout=5)
+    assert a.rib.rejected() == {}
+    assert (await post(a, "/pools/delete?name=blue"))[0] == 200
+    assert await settle(lambda: prefix not in a.kernel_routes, timeout=5)
 
 
 async def test_refusals_change_nothing(pair: Any) -> None:

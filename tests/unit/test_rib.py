@@ -120,6 +120,34 @@ def test_withdraw_forgets_rejection() -> None:
     assert rib.rejected() == {}
 
 
+def test_rejudge_accepts_what_a_wider_policy_allows_and_drops_what_it_refuses() -> None:
+    rib = Rib()
+    rib.apply(announce(PEER_B, P1, P2), only(P1))
+    assert rib.rejudge(PEER_B, only(P2)) is True
+    assert set(rib.paths()) == {P2}
+    assert rib.rejected() == {P1: [(PEER_B, "test")]}
+    assert rib.rejudge(PEER_B, only(P2)) is False
+    assert rib.rejudge(PEER_B, only(P1, P2)) is True
+    assert set(rib.paths()) == {P1, P2} and rib.rejected() == {}
+    assert rib.rejudge(PEER_C, only()) is False
+
+
+def test_rejudge_keeps_the_attributes_the_peer_sent() -> None:
+    rib = Rib()
+    rib.apply(announce(PEER_B, P1, med=7), only())
+    rib.rejudge(PEER_B, only(P1))
+    assert rib.paths()[P1][0].attributes.med == 7
+
+
+def test_withdrawn_or_restarting_refusals_are_not_brought_back() -> None:
+    rib = Rib()
+    rib.apply(announce(PEER_B, P1, P2), only())
+    rib.apply(withdraw(PEER_B, P1))
+    rib.mark_stale(PEER_B)  # what the peer refreshes after its restart counts
+    assert rib.rejudge(PEER_B, only(P1, P2)) is False
+    assert rib.paths() == {}
+
+
 def test_router_id_is_reported_in_paths() -> None:
     rib = Rib()
     rib.set_router_id(PEER_B, "10.0.0.2")

@@ -10,7 +10,7 @@ import pytest
 
 from bgpd.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
 from bgpd.peers import EXTERNAL, MESH, ImportRules, Peer
-from bgpd.policy import LocalFacts
+from bgpd.policy import NOT_ALLOWED, OWN_POD_CIDR, LocalFacts
 from bgpd.rib import Rib
 from bgpd.sessions import CEASE_MAX_PREFIX, Sessions
 
@@ -301,3 +301,34 @@ def test_rib_apply_without_verdict_accepts_everything() -> None:
     prefix = IPv4Network("10.244.1.0/24")
     assert rib.apply(RoutesUpdate(NODE_B, announced=((prefix, attrs),)))
     assert rib.received_count(NODE_B) == 1
+
+
+def test_a_wider_allow_list_takes_routes_already_sent_without_a_refresh(table: Table) -> None:
+    up(table, UPSTREAM)
+    update(table, UPSTREAM, "203.0.113.0/24")
+    assert table.rib.rejected() == {ip_network("203.0.113.0/24"): [(UPSTREAM, NOT_ALLOWED)]}
+    wider = ImportRules((ip_network("10.96.0.0/12"), ip_network("203.0.113.0/24")), False, 3)
+    table.changes.clear()
+    table.sessions.set_peers((B, dataclasses.replace(UP, imports=wider)))
+    assert set(table.rib.paths()) == {ip_network("203.0.113.0/24")} and table.changes
+    table.sessions.set_peers((B, UP))
+    assert table.rib.paths() == {}
+    assert table.sessions.peers[UPSTREAM].rejected == {NOT_ALLOWED: 1}  # UPDATEs, not re-judging
+
+
+def test_new_local_facts_judge_every_peer_again(table: Table) -> None:
+    up(table, NODE_B)
+    update(table, NODE_B, "10.244.7.0/24")
+    assert set(table.rib.paths()) == {ip_network("10.244.7.0/24")}
+    table.sessions.local = dataclasses.replace(LOCAL, own_cidrs=(OWN, ip_network("10.244.7.0/24")))
+    assert table.rib.paths() == {}
+    assert table.rib.rejected() == {ip_network("10.244.7.0/24"): [(NODE_B, OWN_POD_CIDR)]}
+
+
+def test_rejudging_past_max_prefix_shuts_the_session(table: Table) -> None:
+    up(table, UPSTREAM)
+    update(table, UPSTREAM, *lbs(1, 2), "203.0.113.0/24", "203.0.113.1/32")
+    wider = ImportRules((ip_network("10.96.0.0/12"), ip_network("203.0.113.0/24")), False, 3)
+    table.sessions.set_peers((B, dataclasses.replace(UP, imports=wider)))
+    assert table.teardowns == [(UPSTREAM, CEASE_MAX_PREFIX)]
+    assert table.rib.received_count(UPSTREAM) == 0
