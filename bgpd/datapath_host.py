@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from datapath.routes import RTPROT_BGP
+from datapath.host_routes import dump_host_routes
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-MAIN_TABLE = 254
-RTN_UNICAST = 1
 SCOPE_LINK = 253
 RTPROT_KERNEL = 2
 
@@ -91,16 +89,6 @@ def _kind(link: Any) -> str:
     return str(kind or "")
 
 
-def _gateways(route: Any) -> tuple[ipaddress.IPv4Address, ...]:
-    gw = route.get_attr("RTA_GATEWAY")
-    if gw:
-        return (ipaddress.IPv4Address(gw),)
-    hops = route.get_attr("RTA_MULTIPATH") or []
-    return tuple(
-        ipaddress.IPv4Address(h.get_attr("RTA_GATEWAY")) for h in hops if h.get_attr("RTA_GATEWAY")
-    )
-
-
 class NetlinkHost:
     """`Host` on the kernel of the caller's network namespace."""
 
@@ -118,20 +106,14 @@ class NetlinkHost:
                 for link in ipr.get_links()
             )
             pods, connected, gateways = [], [], []
-            for r in ipr.get_routes(family=2, table=MAIN_TABLE):
-                if r["type"] != RTN_UNICAST:
-                    continue
-                dst = r.get_attr("RTA_DST") or "0.0.0.0"
-                net = ipaddress.IPv4Network(f"{dst}/{r['dst_len']}")
-                oif = r.get_attr("RTA_OIF")
-                hops = _gateways(r)
-                if hops and r["proto"] != RTPROT_BGP:
-                    gateways.append(GatewayRoute(net, hops))
-                elif not hops and oif and r["scope"] == SCOPE_LINK:
-                    if r["dst_len"] == 32 and r["proto"] != RTPROT_KERNEL:
-                        pods.append((net.network_address, int(oif)))
-                    elif r["proto"] == RTPROT_KERNEL:
-                        connected.append((net, int(oif)))
+            for r in dump_host_routes():
+                if r.gateways:
+                    gateways.append(GatewayRoute(r.prefix, r.gateways))
+                elif r.oif and r.scope == SCOPE_LINK:
+                    if r.prefix.prefixlen == 32 and r.proto != RTPROT_KERNEL:
+                        pods.append((r.prefix.network_address, r.oif))
+                    elif r.proto == RTPROT_KERNEL:
+                        connected.append((r.prefix, r.oif))
             local = tuple(
                 (ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS")), int(a["index"]))
                 for a in ipr.get_addr(family=2)

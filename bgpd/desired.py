@@ -6,6 +6,7 @@ the RIB and the routes adopted from a previous run; the reconcilers make it so.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 
@@ -43,6 +44,10 @@ def desired_kernel_routes(
 def usable_next_hop(prefix: Network, hop: IPAddress) -> bool:
     """A gateway the kernel can use for `prefix`: same family, a unicast address.
     (An IPv6 next hop for an IPv4 prefix, RFC 8950, needs the overlay: not yet.)"""
-    return hop.version == prefix.version and not (
-        hop.is_unspecified or hop.is_multicast or hop.is_loopback
-    )
+    return hop.version == prefix.version and _unicast(hop)
+
+
+@functools.lru_cache(maxsize=1024)
+def _unicast(hop: IPAddress) -> bool:
+    """Cached: many routes share few next hops, and these properties are slow."""
+    return not (hop.is_unspecified or hop.is_multicast or hop.is_loopback)

@@ -27,7 +27,7 @@ from bgpd.config_types import Network
 from bgpd.files import write_atomic
 from lbipam import LbState, Pool, Result, Service, advertisements, parse_pools
 from lbipam import parse_services as parse_service_docs
-from lbipam.shared import LbDocument, Round, allocation_round
+from lbipam.shared import LbDocument, Round, allocation_round, touching
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class LoadBalancers:
         self.services: tuple[Service, ...] = ()
         self.nodes: tuple[str, ...] = ()
         self.in_use: frozenset[Network] = frozenset()
+        self._touching: frozenset[Network] = frozenset()  # of in_use, at the last round
         self._pending: tuple[tuple[Pool, ...], tuple[Service, ...], tuple[str, ...]] | None = None
         self.cached = self._load()
         self.view: LbView | None = None
@@ -89,15 +90,25 @@ class LoadBalancers:
         self._pending = (tuple(pools), tuple(services), tuple(sorted(nodes)))
 
     def set_in_use(self, in_use: Iterable[Network]) -> None:
-        """Prefixes upstream peers route (every reconcile); allocate again if they or
-        the config changed."""
+        """Prefixes upstream peers route (every reconcile); allocate again if the config
+        changed or the ones touching a pool did (the next round sees them all anyway)."""
         current = frozenset(in_use)
-        if current != self.in_use or self._pending is not None:
-            if self._pending is not None:
-                self.pools, self.services, self.nodes = self._pending
-                self._pending = None
-            self.in_use = current
+        if current == self.in_use and self._pending is None:
+            return
+        self.in_use = current
+        configured = self._pending is not None
+        if self._pending is not None:
+            self.pools, self.services, self.nodes = self._pending
+            self._pending = None
+        relevant = touching(current, self._known_pools())
+        if configured or relevant != self._touching:
+            self._touching = relevant
             self.on_inputs()
+
+    def _known_pools(self) -> tuple[Pool, ...]:
+        """Config pools and those of the last round (a pool applied since starts a
+        round of its own)."""
+        return self.pools + (self.view.round.pools if self.view is not None else ())
 
     def reserved_pools(self) -> dict[str, str]:
         return {p.name: CONFIG_POOLS for p in self.pools}

@@ -193,8 +193,8 @@ def best_paths(paths: Iterable[Path]) -> list[Path]:
     The list is sorted by router ID then peer, so the first entry is the single best.
     """
     candidates = list(paths)
-    if not candidates:
-        return []
+    if len(candidates) < 2:
+        return candidates  # the common case, an upstream's many single-path prefixes
     best = min(_preference(p) for p in candidates)
     equal = [p for p in candidates if _preference(p) == best]
     return sorted(
@@ -210,6 +210,9 @@ def best_next_hops(
     result: dict[Network, tuple[IPAddress, ...]] = {}
     for prefix, paths in all_paths.items():
         usable = [p for p in paths if p.attributes.next_hop not in excluded]
+        if len(usable) == 1:
+            result[prefix] = (usable[0].attributes.next_hop,)
+            continue
         hops = sorted({p.attributes.next_hop for p in best_paths(usable)}, key=_address_key)
         if hops:
             result[prefix] = tuple(hops)

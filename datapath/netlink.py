@@ -44,6 +44,7 @@ from datapath.netlink_codec import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     U32,
+    attributes,
     encode_route,
     error_text,
     messages,
@@ -87,7 +88,7 @@ class NetlinkKernelRoutes:
         timeout: float = 30.0,
     ) -> None:
         self.netns = netns
-        self._sock = _open_socket(netns)
+        self._sock = open_route_socket(netns)
         self._seq = 0
         self._buf = bytearray(1 << 20)
         self._devs: dict[int, str] = {}  # onlink devices' names as of the last dump
@@ -280,15 +281,10 @@ class NetlinkKernelRoutes:
                     raise DatapathError(f"link lookup refused: {text}")
                 if mtype == RTM_NEWLINK:
                     found = IFI.unpack_from(buf, off)[2]
-                    pos = off + IFI.size
-                    while pos + 4 <= end:
-                        alen, atype = RTA.unpack_from(buf, pos)
-                        if alen < 4:
-                            break
+                    for atype, at, stop in attributes(buf, off + IFI.size, end):
                         if atype == IFLA_IFNAME:
-                            raw = bytes(buf[pos + 4 : pos + alen]).split(b"\0")[0]
+                            raw = bytes(buf[at:stop]).split(b"\0")[0]
                             return found, raw.decode(errors="replace")
-                        pos += (alen + 3) & ~3
                     return found, ""
 
     def _dump_family(self, version: int) -> tuple[dict[Network, KernelRoute], bool]:
@@ -349,7 +345,7 @@ class NetlinkKernelRoutes:
                 routes[prefix] = KernelRoute(route.prefix, route.nexthops, name)
 
 
-def _open_socket(netns: str | None) -> socket.socket:
+def open_route_socket(netns: str | None) -> socket.socket:
     """A NETLINK_ROUTE socket, created inside `netns` when given (setns on this thread only)."""
     if netns is None:
         try:

@@ -69,6 +69,17 @@ def messages(buf: bytearray, n: int) -> Iterator[tuple[int, int, int, int, int]]
         off += (length + 3) & ~3
 
 
+def attributes(buf: bytearray, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, value offset, value end) of each rtattr in buf[pos:end]."""
+    unpack = RTA.unpack_from
+    while pos + 4 <= end:
+        rlen, rtype = unpack(buf, pos)
+        if rlen < 4:
+            return
+        yield rtype, pos + 4, pos + rlen
+        pos += (rlen + 3) & ~3
+
+
 def error_text(buf: bytearray, mflags: int, off: int, end: int, code: int) -> str:
     """Error text from an NLMSG_ERROR, e.g. `Network is unreachable (errno 101): <extack>`."""
     text = f"{os.strerror(code)} (errno {code})"
@@ -174,7 +185,7 @@ def parse_route(
         elif rtype_attr == RTA_TABLE:
             table = U32.unpack_from(buf, pos + 4)[0]
         elif rtype_attr == RTA_MULTIPATH:
-            for gw, hop_flags, hop_oif in _parse_multipath(buf, pos + 4, pos + rlen, alen):
+            for gw, hop_flags, hop_oif in parse_multipath(buf, pos + 4, pos + rlen, alen):
                 gws.append(gw)
                 if hop_flags & RTNH_F_ONLINK:
                     oifs.add(hop_oif)
@@ -204,7 +215,7 @@ def parse_route(
     return KernelRoute(net, tuple(hops), devs.get(oif) if oif and devs else None), oif
 
 
-def _parse_multipath(buf: bytearray, pos: int, end: int, alen: int) -> list[tuple[bytes, int, int]]:
+def parse_multipath(buf: bytearray, pos: int, end: int, alen: int) -> list[tuple[bytes, int, int]]:
     """(gateway, rtnh_flags, rtnh_ifindex) of each next hop in an RTA_MULTIPATH."""
     gws: list[tuple[bytes, int, int]] = []
     while pos + 8 <= end:

@@ -21,6 +21,15 @@ from typing import Protocol, TypeAlias
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+NETWORK_TYPES = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+
+@functools.lru_cache(maxsize=1024)
+def _unusable_gateway(address: Address) -> bool:
+    """Cached: routes share few gateways, and these properties are slow to compute."""
+    return address.is_unspecified or address.is_multicast
+
 
 RTPROT_BGP = 186
 """rtnetlink protocol number of kroute's routes (`/etc/iproute2/rt_protos`: bgp)."""
@@ -76,10 +85,12 @@ class KernelRoute:
         makes every next hop `onlink` on that device."""
         if not nexthops:
             raise ValueError(f"route {prefix}: via() needs at least one next hop")
-        net = ipaddress.ip_network(prefix)
-        addrs = tuple(ipaddress.ip_address(nh) for nh in nexthops)
+        net = prefix if isinstance(prefix, NETWORK_TYPES) else ipaddress.ip_network(prefix)
+        addrs = tuple(
+            nh if isinstance(nh, ADDRESS_TYPES) else ipaddress.ip_address(nh) for nh in nexthops
+        )  # converting an address object again would format and parse it (slow)
         for nh in addrs:
-            if nh.is_unspecified or nh.is_multicast:
+            if _unusable_gateway(nh):
                 raise ValueError(f"route {net}: next hop {nh} is not a usable gateway")
         return cls(net, addrs, dev)
 

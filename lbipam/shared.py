@@ -232,6 +232,20 @@ class Round:
     undid: bool = False  # ... and it overwrote another node's round over the same inputs
 
 
+def touching(networks: Iterable[Network], pools: Iterable[Pool]) -> frozenset[Network]:
+    """The routed networks sharing an address with a block of `pools`: the only ones
+    that can matter to allocation (an upstream's thousands of other routes cannot)."""
+    spans = [(b.version, *b.span()) for pool in pools for b in pool.blocks]
+    found: list[Network] = []
+    for net in networks:
+        lo = int(net.network_address)
+        hi = lo + net.num_addresses - 1
+        version = net.version
+        if any(v == version and first <= hi and lo <= last for v, first, last in spans):
+            found.append(net)
+    return frozenset(found)
+
+
 def allocation_round(
     state: LbDocument,
     *,
@@ -277,6 +291,6 @@ def allocation_round(
         replace(s, nodes=nodes) if s.traffic_policy == "Cluster" and not s.nodes else s
         for s in services
     ]
-    result = allocate(state.assignments, pools, services, tuple(in_use))
+    result = allocate(state.assignments, pools, services, tuple(touching(in_use, pools)))
     document = replace(state, pools_seen=seen, assignments=result.state)
     return Round(document, result, tuple(pools), tuple(services), tuple(problems))

@@ -109,3 +109,22 @@ async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Pat
     again = await node("node-a", 9000.0)  # and a restart
     for lb in (first, later, again):
         assert lb.view is not None and [p.created for p in lb.view.round.pools] == [1000.0]
+
+
+def test_only_routes_touching_a_pool_start_an_allocation_round(tmp_path: Path) -> None:
+    """An upstream's churn elsewhere must not run a store transaction per reconcile."""
+    from bgpd.lb import LoadBalancers, parse_lb_pools
+
+    lb = LoadBalancers(tmp_path / "lbipam.json", "node-a")
+    rounds: list[None] = []
+    lb.on_inputs = lambda: rounds.append(None)
+    lb.configure(parse_lb_pools([POOL]), [], ["node-a"])
+    far = [ipaddress.ip_network(f"10.1.{i}.0/24") for i in range(100)]
+    lb.set_in_use(far)
+    assert len(rounds) == 1  # the config
+    lb.set_in_use(far[:50])
+    assert len(rounds) == 1 and lb.in_use == frozenset(far[:50])  # the next round sees it
+    lb.set_in_use([*far[:50], ipaddress.ip_network("198.51.100.3/32")])
+    assert len(rounds) == 2
+    lb.set_in_use([ipaddress.ip_network("198.51.100.3/32")])
+    assert len(rounds) == 2

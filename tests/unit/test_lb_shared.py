@@ -23,6 +23,7 @@ from lbipam.shared import (
     apply_services,
     delete_pool,
     delete_service,
+    touching,
 )
 
 BLUE = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
@@ -175,3 +176,18 @@ def test_cli_reads_one_document_a_list_or_several(tmp_path: Any) -> None:
         read_documents(str(path))
     with pytest.raises(ConfigError, match="cannot read it"):
         read_documents(str(tmp_path / "missing.yaml"))
+
+
+def test_only_routes_touching_a_pool_matter_to_allocation() -> None:
+    pools = parse_pools([BLUE, GREEN])
+    net = ipaddress.ip_network
+    routes = [net("198.51.100.2/32"), net("0.0.0.0/0"), net("198.51.100.16/28"),
+              net("198.51.100.32/27"), net("203.0.113.0/24"), net("2001:db8::/32")]  # fmt: skip
+    assert touching(routes, pools) == {net("198.51.100.2/32"), net("0.0.0.0/0"),
+                                       net("198.51.100.16/28")}  # fmt: skip
+    assert touching(routes, ()) == frozenset()
+    many = [net(f"10.{i // 256}.{i % 256}.0/24") for i in range(5000)]
+    doc, _ = apply_pools(LbDocument(), [BLUE], 10.0, {})
+    doc, _ = apply_services(doc, [WWW], {})
+    done = round_(doc, in_use=[*many, net("198.51.100.1/32")])  # the network routes .1
+    assert done.result.services["web/www"].ips == (ipaddress.ip_address("198.51.100.2"),)
