@@ -18,7 +18,8 @@ from pathlib import Path
 from bgpd.client import call
 from bgpd.errors import KrouteError
 from lab import net
-from lab.plan import LabError, LabPlan, NodePlan, render_config, with_allocations
+from lab.plan import LabError, LabPlan, NodePlan, with_allocations
+from lab.render import render_config
 
 
 def write_config(plan: LabPlan, node: NodePlan) -> None:

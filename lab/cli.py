@@ -15,6 +15,7 @@ from typing import Any
 from bgpd.output import add_output_flag, render
 from lab import lab, net, nodes, rows, upstream
 from lab.plan import DATAPATHS, DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
+from lab.subnets import OVERLAYS, SUBNET_COUNTS
 
 EXIT_FAIL = 1
 
@@ -33,6 +34,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         reflectors=args.reflectors,
         store=args.store,
         datapath=args.datapath,
+        subnets=args.subnets,
+        overlay=args.overlay,
     )
     _say(f"explore: kroute lab status --name {args.name}")
     _say(f"         kroute lab exec {args.name}-n1 -- kroute peers")
@@ -189,7 +192,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up = sub.add_parser(
         "up",
         help="build the lab and wait for the BGP full mesh",
-        epilog="examples:\n  kroute lab up --nodes 3 --upstream bird\n  kroute lab up --store etcd",
+        epilog="examples:\n  kroute lab up --nodes 3 --upstream bird\n"
+        "  kroute lab up --store etcd\n"
+        "  kroute lab up --store etcd --subnets 2 --overlay crossSubnet",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
@@ -219,6 +224,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="bpf",
         help="pod forwarding: kroute's eBPF programs with ip_forward=0 on the nodes "
         "(default), or the kernel's forwarding (legacy)",
+    )
+    up.add_argument(
+        "--subnets",
+        type=int,
+        choices=SUBNET_COUNTS,
+        default=1,
+        help="2: odd nodes on 172.31.K.0/25, even ones on 172.31.K.128/25, joined by the "
+        "router NAME-rt (no pod routes there; needs --overlay)",
+    )
+    up.add_argument(
+        "--overlay",
+        choices=OVERLAYS,
+        default="never",
+        help="routing.overlay: crossSubnet or always run routing.mode vxlan; never "
+        "(default) routes natively",
     )
     timeout(up)
     up.set_defaults(func=_guarded(cmd_up))

@@ -179,6 +179,8 @@ def up(
     reflectors: int = 0,
     store: str = "file",
     datapath: str = "bpf",
+    subnets: int = 1,
+    overlay: str = "never",
 ) -> Lab:
     """Build lab `name`, start its daemons and wait for the mesh; undo all on failure."""
     require_root()
@@ -199,6 +201,8 @@ def up(
             reflectors=reflectors,
             store=store,
             datapath=datapath,
+            subnets=subnets,
+            overlay=overlay,
         )
         lab = Lab(plan)
         taken = [ns for ns in lab.plan.namespaces() if net.netns_exists(ns)]

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 from lab.plan import (
-    BRIDGE,
     EXT_IF,
     NODE_IF,
     LabError,
@@ -20,6 +19,7 @@ from lab.plan import (
     NodePlan,
     UpstreamPlan,
 )
+from lab.subnets import BRIDGES, HALF, other_half, prefix_len, router_ip, side
 
 log = logging.getLogger(__name__)
 NETNS_DIR = Path("/var/run/netns")
@@ -101,20 +101,36 @@ def add_veth(ns: str, name: str, peer_ns: str, peer_name: str) -> None:
 
 
 def build_lan(plan: LabPlan) -> None:
-    """The L2 segment: a bridge inside its own namespace."""
+    """The L2 segment: a bridge inside its own namespace; with two subnets a second
+    bridge and the router namespace joining them (see lab.subnets)."""
     add_netns(plan.lan_ns)
-    run(["ip", "-n", plan.lan_ns, "link", "add", BRIDGE, "type", "bridge"])
-    run(["ip", "-n", plan.lan_ns, "link", "set", BRIDGE, "up"])
+    for bridge in BRIDGES[: plan.subnets]:
+        run(["ip", "-n", plan.lan_ns, "link", "add", bridge, "type", "bridge"])
+        run(["ip", "-n", plan.lan_ns, "link", "set", bridge, "up"])
+    if plan.subnets == 2:
+        add_netns(plan.router_ns)
+        sysctl(plan.router_ns, "net.ipv4.ip_forward=1")
+        for which, bridge in enumerate(BRIDGES):
+            leg, lan_leg = f"eth{which}", f"rt{which}"
+            add_veth(plan.router_ns, leg, plan.lan_ns, lan_leg)
+            run(["ip", "-n", plan.lan_ns, "link", "set", lan_leg, "master", bridge, "up"])
+            address = f"{router_ip(plan.index, which)}/{HALF}"
+            run(["ip", "-n", plan.router_ns, "addr", "add", address, "dev", leg])
+            run(["ip", "-n", plan.router_ns, "link", "set", leg, "up"])
 
 
 def join_lan(plan: LabPlan, ns: str, lan_if: str, ip: str) -> None:
-    """A new namespace `ns` on the LAN bridge with underlay address `ip` on eth0."""
+    """A new namespace `ns` on its LAN bridge with underlay address `ip` on eth0 (and,
+    with two subnets, a route to the other one through the router)."""
     add_netns(ns)
     add_veth(ns, NODE_IF, plan.lan_ns, lan_if)
-    run(["ip", "-n", plan.lan_ns, "link", "set", lan_if, "master", BRIDGE, "up"])
-    prefix = plan.subnet.split("/")[1]
-    run(["ip", "-n", ns, "addr", "add", f"{ip}/{prefix}", "dev", NODE_IF])
+    bridge = BRIDGES[side(ip, plan.subnets)]
+    run(["ip", "-n", plan.lan_ns, "link", "set", lan_if, "master", bridge, "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{ip}/{prefix_len(plan.subnets)}", "dev", NODE_IF])
     run(["ip", "-n", ns, "link", "set", NODE_IF, "up"])
+    if plan.subnets == 2:
+        other, gateway = other_half(plan.index, ip)
+        run(["ip", "-n", ns, "route", "add", other, "via", gateway])
 
 
 def build_node(plan: LabPlan, node: NodePlan) -> None:

@@ -28,7 +28,8 @@ from lab.lab import (
     start_daemon,
     stop_node,
 )
-from lab.plan import LabError, NodePlan, pin_dir, plan_added_node, plan_removed_node
+from lab.plan import LabError, NodePlan, plan_added_node, plan_removed_node
+from lab.render import pin_dir
 
 
 @contextlib.contextmanager

@@ -21,16 +21,13 @@ reflectors sharing node 1's IP as cluster ID, and no node keeps a full mesh.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from bgpd.errors import KrouteError
+from lab.subnets import BRIDGES, OVERLAYS, SUBNET_COUNTS, node_host
 
 LAB_ROOT = Path("/run/kroute/lab")
 DEFAULT_NAME = "kr"
@@ -39,7 +36,7 @@ MAX_INDEX = 55  # pod range 10.(200+K).0.0/16 must stay within 10.255.0.0/16
 MAX_NODES = 32
 ASN = 64512
 STATUS_PORT = 9479
-BRIDGE = "br0"
+BRIDGE = BRIDGES[0]
 NODE_IF = "eth0"  # a node's leg on the LAN; the pod's side of its veth is also eth0
 UPSTREAM_ASN = 65000
 UPSTREAM_KINDS = ("bird", "frr", "gobgp")
@@ -124,6 +121,12 @@ class LabPlan:
     reflectors: int = 0
     store: str = "file"
     datapath: str = "bpf"
+    subnets: int = 1  # 2: two /25 LANs joined by NAME-rt (see lab.subnets)
+    overlay: str = "never"  # routing.overlay; anything but never means routing.mode vxlan
+
+    @property
+    def router_ns(self) -> str:
+        return f"{self.name}-rt"
 
     @property
     def state_path(self) -> str:
@@ -157,6 +160,8 @@ class LabPlan:
         outer = [up.ext_ns, up.netns] if up else []
         if self.store == "etcd":
             outer.append(self.etcd_ns)
+        if self.subnets == 2:
+            outer.append(self.router_ns)
         return [*pods, *(n.netns for n in self.nodes), *outer, self.lan_ns]
 
     @property
@@ -206,9 +211,12 @@ def plan_lab(
     reflectors: int = 0,
     store: str = "file",
     datapath: str = "bpf",
+    subnets: int = 1,
+    overlay: str = "never",
 ) -> LabPlan:
     """The complete address plan of lab `name` with `nodes` nodes at `index`."""
     check_name(name)
+    _check_subnets(subnets, overlay, upstream)
     if store not in STORES:
         raise LabError(f"--store {store!r} is unknown; use one of {', '.join(STORES)}")
     if datapath not in DATAPATHS:
@@ -236,19 +244,37 @@ def plan_lab(
         pod_range=f"10.{200 + index}.0.0/16",
         lan_ns=f"{name}-lan",
         state_dir=str(state_dir),
-        nodes=tuple(_plan_node(name, index, i, str(state_dir)) for i in range(1, nodes + 1)),
+        nodes=tuple(
+            _plan_node(name, index, i, str(state_dir), subnets) for i in range(1, nodes + 1)
+        ),
         upstream=_plan_upstream(name, index, upstream, state_dir) if upstream else None,
         reflectors=reflectors,
         store=store,
         datapath=datapath,
+        subnets=subnets,
+        overlay=overlay,
     )
 
 
-def _plan_node(name: str, index: int, i: int, state_dir: str) -> NodePlan:
+def _check_subnets(subnets: int, overlay: str, upstream: str | None) -> None:
+    if subnets not in SUBNET_COUNTS:
+        raise LabError(f"--subnets {subnets} is out of range; use 1 or 2")
+    if overlay not in OVERLAYS:
+        raise LabError(f"--overlay {overlay!r} is unknown; use one of {', '.join(OVERLAYS)}")
+    if subnets == 2 and overlay == "never":
+        raise LabError(
+            "--subnets 2 needs --overlay crossSubnet or always: the router between the "
+            "subnets knows no pod routes, so only the VXLAN overlay carries pods across"
+        )
+    if subnets == 2 and upstream:
+        raise LabError("--upstream needs --subnets 1: the upstream peers on a single LAN")
+
+
+def _plan_node(name: str, index: int, i: int, state_dir: str, subnets: int) -> NodePlan:
     return NodePlan(
         name=f"{name}-n{i}",
         index=i,
-        ip=f"172.31.{index}.{i}",
+        ip=f"172.31.{index}.{node_host(i, subnets)}",
         pod_ns=f"{name}-n{i}-p1",
         lan_if=f"n{i}",
         run_dir=f"{state_dir}/{name}-n{i}",
@@ -268,7 +294,7 @@ def plan_added_node(plan: LabPlan) -> LabPlan:
     i = max((n.index for n in plan.nodes), default=0) + 1
     if i >= ETCD_HOST:
         raise LabError(f"lab {plan.name}: node numbers are used up; rebuild the lab")
-    node = _plan_node(plan.name, plan.index, i, plan.state_dir)
+    node = _plan_node(plan.name, plan.index, i, plan.state_dir, plan.subnets)
     return replace(plan, nodes=(*plan.nodes, node))
 
 
@@ -316,63 +342,3 @@ def _plan_upstream(name: str, index: int, kind: str, state_dir: Path) -> Upstrea
         ext_ip=f"172.30.{index}.2",
         workdir=str(state_dir / f"{name}-up"),
     )
-
-
-def render_config(plan: LabPlan, node: NodePlan) -> str:
-    """The kroute config of one node: iBGP over the LAN (full mesh, or through the route
-    reflectors), plus an eBGP peer accepting only the external subnet with an upstream.
-    Pod CIDRs come from the cluster pool; with etcd, so does the node list."""
-    prefix = ipaddress.ip_network(plan.subnet).prefixlen
-    bgp: dict[str, Any] = {
-        "asn": ASN,
-        "holdTime": 9,
-        "gracefulRestart": {"enabled": True, "restartTime": 9},
-    }
-    if plan.reflectors:
-        bgp["mesh"] = "none"
-    if plan.upstream:
-        up = plan.upstream
-        bgp["peers"] = [
-            {
-                "address": up.ip,
-                "asn": UPSTREAM_ASN,
-                "description": "upstream",
-                "import": {"allow": [up.ext_subnet]},
-            }
-        ]
-    ipam: dict[str, Any] = {
-        "mode": "cluster-pool",
-        "clusterPool": {"cidrs": [plan.pod_range], "maskSizeV4": MASK_V4},
-        "store": plan.store,
-    }
-    if plan.store == "etcd":
-        cluster: dict[str, Any] = {"source": "etcd", "leaseTTL": LEASE_TTL}
-    else:
-        ipam["file"] = plan.ipam_file
-        cluster = {"nodes": [_cluster_node(plan, n) for n in plan.nodes]}
-    data: dict[str, Any] = {
-        "node": {"name": node.name, "ip": node.ip},
-        "bgp": bgp,
-        "cluster": cluster,
-        "ipam": ipam,
-        "status": {"listen": f"{node.ip}:{STATUS_PORT}", "socket": node.socket_path},
-        "runDir": node.run_dir,
-        "routing": {"mode": "native", "nativeRoutingCIDR": plan.pod_range},
-        "datapath": {"bpf": {"enabled": plan.datapath == "bpf", "pinDir": pin_dir(plan, node)}},
-    }
-    if plan.store == "etcd":
-        data["etcd"] = {"endpoints": [plan.etcd_url]}
-    header = f"# kroute lab {plan.name}: node {node.name} on {node.ip}/{prefix}\n"
-    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-
-
-def pin_dir(plan: LabPlan, node: NodePlan) -> str:
-    """Where `node` pins its BPF maps: bpffs is not split by network namespaces."""
-    return f"{BPF_PIN_ROOT}/{node.name}"
-
-
-def _cluster_node(plan: LabPlan, node: NodePlan) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": node.name, "ip": node.ip}
-    if plan.is_reflector(node):
-        entry["routeReflectorClusterId"] = plan.cluster_id
-    return entry

@@ -27,6 +27,9 @@ def plan_to_dict(plan: LabPlan) -> dict[str, Any]:
         "stateDir": plan.state_dir,
         "reflectors": plan.reflectors,
         "datapath": plan.datapath,
+        "subnets": plan.subnets,
+        "routerNamespace": plan.router_ns if plan.subnets == 2 else None,
+        "overlay": plan.overlay,
         "store": store,
         "upstream": _upstream_to_dict(plan.upstream) if plan.upstream else None,
         "nodes": [
@@ -76,6 +79,8 @@ def plan_from_dict(data: dict[str, Any]) -> LabPlan:
             upstream=_upstream_from_dict(data["upstream"]) if data.get("upstream") else None,
             reflectors=int(data.get("reflectors", 0)),
             datapath=str(data.get("datapath", "bpf")),
+            subnets=int(data.get("subnets", 1)),
+            overlay=str(data.get("overlay", "never")),
             store=str((data.get("store") or {}).get("kind", "file")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

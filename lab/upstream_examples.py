@@ -7,7 +7,8 @@ from __future__ import annotations
 import yaml
 
 from lab import upstream
-from lab.plan import plan_lab, render_config
+from lab.plan import plan_lab
+from lab.render import render_config
 from lab.routers.bird import render_bird
 from lab.routers.frr import render_bgpd
 

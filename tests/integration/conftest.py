@@ -19,6 +19,8 @@ class LabFactory(Protocol):
         reflectors: int = 0,
         store: str = "file",
         datapath: str = "bpf",
+        subnets: int = 1,
+        overlay: str = "never",
     ) -> labmod.Lab: ...
 
 
@@ -34,6 +36,8 @@ def make_lab(unique_name: str) -> Iterator[LabFactory]:
         reflectors: int = 0,
         store: str = "file",
         datapath: str = "bpf",
+        subnets: int = 1,
+        overlay: str = "never",
     ) -> labmod.Lab:
         name = f"{unique_name}{len(made)}"
         made.append(name)
@@ -46,6 +50,8 @@ def make_lab(unique_name: str) -> Iterator[LabFactory]:
             reflectors=reflectors,
             store=store,
             datapath=datapath,
+            subnets=subnets,
+            overlay=overlay,
         )
 
     try:

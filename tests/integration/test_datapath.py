@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -309,19 +308,13 @@ def test_switching_a_node_to_legacy_removes_its_programs(make_lab: LabFactory) -
 def test_vxlan_always_carries_pods_through_the_overlay_with_forwarding_off(
     make_lab: LabFactory,
 ) -> None:
-    """routing.mode vxlan, overlay always, on both nodes (a restart each): the routes to
-    the other node's pods move onto kroute.vxlan (`via OVERLAY_IP dev kroute.vxlan
-    onlink`), the BPF maps follow, and pods talk with forwarding off. etcd membership:
-    it tells every node the others' pod CIDRs, which give their overlay addresses."""
-    lab = make_lab(2, store="etcd")
+    """routing.mode vxlan, overlay always (`kroute lab up --overlay always`): the routes
+    to the other node's pods, on the same LAN, go onto kroute.vxlan (`via OVERLAY_IP dev
+    kroute.vxlan onlink`), the BPF maps follow, and pods talk with forwarding off. etcd
+    membership: it tells every node the others' pod CIDRs, which give their overlay
+    addresses. (crossSubnet across a router: test_overlay_lab.py.)"""
+    lab = make_lab(2, store="etcd", overlay="always")
     a, b = lab.plan.nodes
-    for node in (a, b):
-        config = Path(node.config_path)
-        data = yaml.safe_load(config.read_text())
-        data["routing"].update({"mode": "vxlan", "overlay": "always"})
-        config.write_text(yaml.safe_dump(data))
-        labmod.stop_node(lab, node, signal.SIGTERM, say=lambda _: None)
-        labmod.start_daemon(lab, node)
     for node, other in ((a, b), (b, a)):
         wait_until(
             lambda n=node, o=other: "dev kroute.vxlan" in route_to(n, o.pod_cidr),

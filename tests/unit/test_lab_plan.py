@@ -22,10 +22,11 @@ from lab.plan import (
     plan_added_node,
     plan_lab,
     plan_removed_node,
-    render_config,
     with_allocations,
 )
+from lab.render import render_config
 from lab.state import plan_from_dict, plan_to_dict
+from lab.subnets import other_half
 
 
 def allocated(plan: LabPlan) -> LabPlan:
@@ -135,6 +136,27 @@ def test_etcd_lab_config_has_no_node_list_and_a_short_lease() -> None:
         plan_lab("kr", 0, 2, store="consul")
     with pytest.raises(LabError, match="--reflectors needs --store file"):
         plan_lab("kr", 0, 2, store="etcd", reflectors=1)
+
+
+def test_two_subnets_split_the_underlay_and_run_the_overlay() -> None:
+    plan = plan_lab("kr", 5, 3, store="etcd", subnets=2, overlay="crossSubnet")
+    assert [n.ip for n in plan.nodes] == ["172.31.5.1", "172.31.5.130", "172.31.5.3"]
+    assert plan_added_node(plan).nodes[-1].ip == "172.31.5.132"  # even: subnet B
+    assert plan.namespaces()[-3:] == ["kr-etcd", "kr-rt", "kr-lan"]
+    assert other_half(5, "172.31.5.3") == ("172.31.5.128/25", "172.31.5.126")
+    assert other_half(5, "172.31.5.253") == ("172.31.5.0/25", "172.31.5.252")
+    data = yaml.safe_load(render_config(plan, plan.nodes[1]))
+    assert data["routing"] == {
+        "mode": "vxlan", "overlay": "crossSubnet", "nativeRoutingCIDR": "10.205.0.0/16"
+    }  # fmt: skip
+    assert parse_config(data).routing.overlay == "crossSubnet"
+    assert plan_from_dict(plan_to_dict(plan)) == plan
+    with pytest.raises(LabError, match="--subnets 2 needs --overlay crossSubnet or always"):
+        plan_lab("kr", 0, 2, subnets=2)
+    with pytest.raises(LabError, match="--upstream needs --subnets 1"):
+        plan_lab("kr", 0, 2, subnets=2, overlay="always", upstream="bird")
+    with pytest.raises(LabError, match="--overlay 'sometimes' is unknown"):
+        plan_lab("kr", 0, 2, overlay="sometimes")
 
 
 def test_allocations_fill_the_plan() -> None:

@@ -9,7 +9,8 @@ import yaml
 
 from bgpd.config import parse_config
 from lab import health
-from lab.plan import LabError, plan_lab, render_config
+from lab.plan import LabError, plan_lab
+from lab.render import render_config
 from lab.routers import NeighborConf, Role, RouterError, RouterSpec, make_router
 from lab.routers.base import community_text, sorted_communities
 from lab.routers.bird import bird_best, parse_bird_routes, render_bird
