@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 
@@ -40,7 +41,9 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
         config_path=config_path,
         cluster=cluster,
         loopback=KernelLoopback(),
-        datapath=DatapathSync(effective, NetlinkHost(), BpfDatapath),
+        datapath=DatapathSync(
+            effective, NetlinkHost(), functools.partial(BpfDatapath, node_ip=effective.node.ip)
+        ),
         routing=OverlayRouting(VxlanOverlay),
         lb_store=make_lb_store(config),
     )

@@ -1,5 +1,6 @@
-"""Compile kroute's tc programs (bpf/forward.c with bpf/masq.h spliced in) with bcc, once
-per process and pin directory; the pinned maps are checked before bcc reuses them."""
+"""Compile kroute's tc programs (bpf/forward.c with its local headers spliced in) with bcc,
+once per process, pin directory and node address; the pinned maps are checked before bcc
+reuses them."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from datapath.bpf_pins import check_pins, fs_type
 
 BPF_DIR = Path(__file__).with_name("bpf")
 SOURCE = BPF_DIR / "forward.c"
-SPLICED = ("masq.h",)
+SPLICED = ("ttl_expired.h", "masq.h", "icmp_error.h")
 """Headers of forward.c spliced in place of their `#include "NAME"` line: bcc rewrites
-map calls (`table.lookup()`) only in the main source, not in included files."""
+map calls (`table.lookup()`) only in the main source, not in included files. In splice
+order: a header may include one listed after it."""
 
 
 def program_text() -> str:
@@ -27,14 +29,16 @@ def program_text() -> str:
 
 
 _compile_lock = threading.Lock()
-_compiled: dict[tuple[str, int, int, int], Any] = {}
+_compiled: dict[tuple[str, int, int, int, int], Any] = {}
 
 
 def compile_programs(
-    pin_dir: str, max_local_pods: int, max_remote_routes: int, max_nat: int
+    pin_dir: str, max_local_pods: int, max_remote_routes: int, max_nat: int, node_ip: int = 0
 ) -> Any:
-    """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared."""
-    key = (pin_dir, max_local_pods, max_remote_routes, max_nat)
+    """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared.
+    `node_ip`: the node's IPv4 address in network byte order, as the source of the ICMP
+    errors the programs send (0: they leave those packets to the stack)."""
+    key = (pin_dir, max_local_pods, max_remote_routes, max_nat, node_ip)
     with _compile_lock:
         if key in _compiled:
             return _compiled[key]
@@ -57,6 +61,7 @@ def compile_programs(
             f'-DPIN_DIR="{pin_dir}"',
             f"-DMAX_LOCAL_PODS={max_local_pods}",
             f"-DMAX_REMOTE_ROUTES={max_remote_routes}",
+            f"-DNODE_IP={node_ip}u",
         ]
         try:
             bpf = BPF(text=program_text().encode(), cflags=cflags)

@@ -34,6 +34,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "masq_dropped_protocol",
     "masq_dropped_ip_options",
     "masq_dropped_no_pod",
+    "ttl_exceeded_sent",
 )
 """Counter slots of `forward.c`, in slot order (enum CNT_*)."""
 

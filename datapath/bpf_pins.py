@@ -5,6 +5,7 @@ an existing pin whatever its shape or size)."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 
@@ -26,6 +27,8 @@ MAP_SHAPES: dict[str, tuple[int, int, int]] = {
     "nat_out": (_HASH, 16, 16),
     "nat_in": (_HASH, 16, 16),
 }
+
+log = logging.getLogger(__name__)
 
 
 def fs_type(path: str) -> str | None:
@@ -77,7 +80,13 @@ def check_pins(pin_dir: str, max_nat_entries: int) -> None:
         found = pinned_shape(path)
         if found is None:
             continue
-        if found[:3] != shape or (name == "counters" and found[3] != len(COUNTER_NAMES)):
+        if name == "counters" and found[:3] == shape and found[3] != len(COUNTER_NAMES):
+            # Another kroute's set of counters: they are statistics, not state; start anew
+            # (Prometheus takes it as a counter reset).
+            os.unlink(path)
+            log.info("event=bpf-counters-reset path=%s slots=%d", path, len(COUNTER_NAMES))
+            continue
+        if found[:3] != shape:
             raise DatapathError(
                 f"pinned map {path} has (type, key size, value size, entries) {found}, "
                 f"this kroute expects {(*shape, '...')}; it was made by another kroute "

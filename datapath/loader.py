@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -77,13 +78,19 @@ class BpfDatapath:
         max_local_pods: int = MAX_LOCAL_PODS,
         max_remote_routes: int = MAX_REMOTE_ROUTES,
         max_nat_entries: int = DEFAULT_MAX_ENTRIES,
+        node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
     ) -> None:
+        """`node_ip`: where the ICMP errors the node sends itself come from (IPv4 only;
+        without one a pod's expiring TTL is left to the stack)."""
         from pyroute2 import IPRoute
 
         self.pin_dir = pin_dir.rstrip("/")
         self.netns = netns
+        # As the C code sees a __be32 in memory: the address bytes read in host order.
+        v4 = node_ip is not None and node_ip.version == 4
+        wire_ip = int.from_bytes(node_ip.packed, sys.byteorder) if node_ip and v4 else 0
         self._bpf = compile_programs(
-            self.pin_dir, max_local_pods, max_remote_routes, max_nat_entries
+            self.pin_dir, max_local_pods, max_remote_routes, max_nat_entries, wire_ip
         )
         self._progs = {
             name: self._bpf.load_func(name.encode(), self._bpf.SCHED_CLS) for name in PROGRAMS

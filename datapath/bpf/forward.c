@@ -11,11 +11,12 @@
 // underlay device towards the route's next hop; anything else -> the kernel stack.
 // from_netdev sends traffic for local pods straight into them, everything else to the
 // stack. Forwarded packets get their TTL decremented and the IP checksum fixed, as a
-// router would; a packet whose TTL would expire goes to the stack (which answers with ICMP
-// time exceeded when forwarding is on, and drops it otherwise).
+// router would; a pod's packet whose TTL would expire is answered with ICMP time exceeded
+// from the node (ttl_expired.h), any other goes to the stack.
 //
-// Compiled once per process by bcc (datapath/loader.py, which splices masq.h in place of
-// its #include: bcc rewrites map calls only in the main source); PIN_DIR is passed as a -D flag
+// Compiled once per process by bcc (datapath/bpf_compile.py, which splices the local headers
+// in place of their #include: bcc rewrites map calls only in the main source); PIN_DIR (and
+// NODE_IP) are passed as -D flags
 // and must be a string literal naming a directory on bpffs. Maps are pinned there, and a
 // later compile reuses whatever is pinned (entries survive a restart of kroute).
 //
@@ -46,7 +47,7 @@ enum {
     CNT_FWD_LOCAL = 0,      // redirected into a local pod
     CNT_FWD_REMOTE = 1,     // redirected to the underlay towards a remote node
     CNT_TO_STACK = 2,       // handed to the kernel stack (no entry, not IPv4, ...)
-    CNT_TO_STACK_TTL = 3,   // would be forwarded, but TTL expires: the stack decides
+    CNT_TO_STACK_TTL = 3,   // would be forwarded, TTL expires, not a pod's: to the stack
     CNT_ARP_REPLY = 4,      // ARP requests from pods answered with the host veth's MAC
     CNT_DROP_MALFORMED = 5, // truncated IPv4 header or ihl < 5
     CNT_DROP_REDIRECT = 6,  // a redirect helper refused (bad ifindex or flags)
@@ -60,7 +61,8 @@ enum {
     CNT_MASQ_DROP_PROTO = 14,   // not TCP, UDP or ICMP echo, from a pod to the outside
     CNT_MASQ_DROP_OPTIONS = 15, // IPv4 options (ihl > 5) from a pod to the outside
     CNT_MASQ_DROP_NO_POD = 16,  // translated back to a pod that is not on this node
-    CNT_MAX = 17,
+    CNT_TTL_EXCEEDED_SENT = 17, // a pod's TTL expired here: time exceeded sent back
+    CNT_MAX = 18,
 };
 
 struct local_pod {
@@ -118,13 +120,16 @@ static __always_inline int is_zero_mac(const u8 *m)
     return (m[0] | m[1] | m[2] | m[3] | m[4] | m[5]) == 0;
 }
 
+#include "ttl_expired.h"
+
 // Decrement the TTL and fix the header checksum. Returns 0 on success, or the verdict to
 // return (packet pointers are invalid afterwards either way).
 static __always_inline int dec_ttl(struct __sk_buff *skb, struct iphdr *ip, int *verdict)
 {
     u8 ttl = ip->ttl;
     if (ttl <= 1) {
-        *verdict = count(CNT_TO_STACK_TTL, TC_ACT_OK);
+        if (!ttl_expired(skb, verdict))
+            *verdict = count(CNT_TO_STACK_TTL, TC_ACT_OK);
         return -1;
     }
     // TTL shares a 16-bit checksum word with the protocol byte.

@@ -15,7 +15,8 @@
 // entries. A full table fails the insert: counted (CNT_NAT_FULL) and the new flow's
 // packet dropped, while flows that have entries keep working.
 //
-// Only IPv4 without options (ihl 5) is translated, outer and inner; fragments are dropped
+// ICMP errors are translated both ways (icmp_error.h). Only IPv4 without options (ihl 5)
+// is translated, outer and inner; fragments are dropped
 // and counted (pods set DF). Inner L4 checksums of ICMP errors are not updated: receivers
 // match the error on addresses and ports and never verify them.
 
@@ -222,6 +223,8 @@ static __always_inline struct nat_value *nat_lookup_or_create(struct masq_config
     return v;
 }
 
+#include "icmp_error.h"
+
 int to_netdev(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data;
@@ -246,8 +249,13 @@ int to_netdev(struct __sk_buff *skb)
         return count(CNT_MASQ_DROP_FRAG, TC_ACT_SHOT);
     u16 port, remote;
     int port_off;
-    if (l4_ports(data, data_end, ip, 1, &port, &remote, &port_off))
-        return count(CNT_MASQ_DROP_PROTO, TC_ACT_SHOT);
+    if (l4_ports(data, data_end, ip, 1, &port, &remote, &port_off)) {
+        u32 pod = ip->saddr, translated;  // a pod's ICMP error about a translated flow?
+        int ret = ip->protocol == IPPROTO_ICMP_ ? icmp_error_nat(skb, 1, pod, &translated) : -1;
+        if (ret == 0)
+            return count(CNT_MASQUERADED, TC_ACT_OK);
+        return count(ret == -1 ? CNT_MASQ_DROP_PROTO : CNT_DROP_CSUM, TC_ACT_SHOT);
+    }
     struct nat_key key = {.addr_a = ip->saddr, .addr_b = ip->daddr, .port_a = port,
                           .port_b = remote, .proto = ip->protocol};
     u32 saddr = ip->saddr;
@@ -261,61 +269,6 @@ int to_netdev(struct __sk_buff *skb)
     if (rewrite(skb, proto, SADDR_OFF, saddr, nat_addr, port_off, port, nat_port))
         return count(CNT_DROP_CSUM, TC_ACT_SHOT);
     return count(CNT_MASQUERADED, TC_ACT_OK);
-}
-
-// An ICMP error about a translated flow: the embedded header is the node-side packet as
-// sent (source node IP and NAT port). Restore the pod's address in the outer destination,
-// the inner source and the inner port, keeping the outer IP, inner IP and ICMP checksums.
-static __always_inline int masq_reverse_icmp_error(struct __sk_buff *skb, u32 node_ip,
-                                                   u32 *pod_ip)
-{
-    struct iphdr inner;
-    u16 ports[2];
-    if (bpf_skb_load_bytes(skb, INNER_OFF, &inner, sizeof(inner)) < 0 || inner.ihl != 5 ||
-        inner.saddr != node_ip)
-        return -1;
-    if (bpf_skb_load_bytes(skb, INNER_L4_OFF, ports, sizeof(ports)) < 0)
-        return -1;
-    struct nat_key key = {.addr_a = node_ip, .addr_b = inner.daddr, .proto = inner.protocol};
-    int port_off;
-    if (inner.protocol == IPPROTO_TCP_ || inner.protocol == IPPROTO_UDP_) {
-        key.port_a = ports[0];
-        key.port_b = ports[1];
-        port_off = INNER_L4_OFF;
-    } else if (inner.protocol == IPPROTO_ICMP_) {
-        u16 id;
-        if ((ports[0] & bpf_htons(0xFF00)) != bpf_htons(ICMP_ECHO_ << 8) ||
-            bpf_skb_load_bytes(skb, INNER_L4_OFF + 4, &id, 2) < 0)
-            return -1;
-        key.port_a = id;
-        port_off = INNER_L4_OFF + 4;
-    } else {
-        return -1;
-    }
-    struct nat_value *v = nat_in.lookup(&key);
-    if (!v)
-        return -1;
-    u32 new_addr = v->addr;
-    u16 new_port = v->port;
-    u16 old_port = key.port_a;
-    u16 old_check = inner.check, new_check;
-    // Inner IP header: source address and its checksum.
-    if (bpf_l3_csum_replace(skb, INNER_CSUM_OFF, node_ip, new_addr, 4) < 0 ||
-        bpf_skb_store_bytes(skb, INNER_SADDR_OFF, &new_addr, 4, 0) < 0 ||
-        bpf_skb_load_bytes(skb, INNER_CSUM_OFF, &new_check, 2) < 0 ||
-        bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
-        return -2;
-    // The ICMP checksum covers all three changed inner fields.
-    if (bpf_l4_csum_replace(skb, ICMP_CSUM_OFF, node_ip, new_addr, 4) < 0 ||
-        bpf_l4_csum_replace(skb, ICMP_CSUM_OFF, old_check, new_check, 2) < 0 ||
-        bpf_l4_csum_replace(skb, ICMP_CSUM_OFF, old_port, new_port, 2) < 0)
-        return -2;
-    // Outer destination.
-    if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, node_ip, new_addr, 4) < 0 ||
-        bpf_skb_store_bytes(skb, DADDR_OFF, &new_addr, 4, 0) < 0)
-        return -2;
-    *pod_ip = new_addr;
-    return 0;
 }
 
 // Reverse translation on an egress interface's ingress. Returns 1 and sets *pod_ip when
@@ -341,7 +294,7 @@ static __always_inline int masq_reverse(struct __sk_buff *skb, u32 *pod_ip, int 
             return 0;
         if (*type == ICMP_DEST_UNREACH_ || *type == ICMP_TIME_EXCEEDED_ ||
             *type == ICMP_PARAMETERPROB_) {
-            int ret = masq_reverse_icmp_error(skb, node_ip, pod_ip);
+            int ret = icmp_error_nat(skb, 0, node_ip, pod_ip);
             if (ret == -1)
                 return 0;
             if (ret < 0) {

@@ -138,6 +138,12 @@ def tcp_transfer(
         return seen().strip()
 
 
+def traceroute(ns: str, dst: str) -> list[str]:
+    """The hops a UDP traceroute from `ns` sees ("*" where none answered)."""
+    out = sh(ns, "traceroute", "-n", "-q", "1", "-w", "2", "-m", "8", dst)
+    return [line.split()[1] for line in out.splitlines()[1:]]
+
+
 def datapath_of(node: NodePlan) -> dict[str, object]:
     data = call(node.socket_path, "/datapath")
     assert isinstance(data, dict)
@@ -170,6 +176,9 @@ def test_bpf_pods_talk_across_nodes_with_forwarding_off(make_lab: LabFactory) ->
     for node in (a, b):
         assert sh(node.netns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"
     assert_pods_talk(lab)
+    # Both nodes answer a traceroute with forwarding off: a as the pod's first hop, b for
+    # a packet expiring on its way into its pod (sent back along b's route to a's pod).
+    assert traceroute(a.pod_ns, b.pod_ip) == [a.ip, b.ip, b.pod_ip]
 
     for node in (a, b):
         shown = datapath_of(node)
@@ -183,6 +192,7 @@ def test_bpf_pods_talk_across_nodes_with_forwarding_off(make_lab: LabFactory) ->
         counters = shown["counters"]
         assert isinstance(counters, dict)
         assert counters["forwarded_remote"] > 0 and counters["forwarded_local"] > 0
+        assert counters["ttl_exceeded_sent"] > 0
         assert counters["dropped_redirect"] == 0 and counters["dropped_csum"] == 0
         maps = shown["maps"]
         assert isinstance(maps, dict)
@@ -363,4 +373,6 @@ def test_pod_to_external_is_masqueraded_to_the_node_ip(make_lab: LabFactory, dat
     sh(up.ext_ns, "ethtool", "-K", "eth0", "tx", "off")  # a wrong checksum must not hide
     assert tcp_transfer(a, up.ext_ns, up.ext_ip) == a.ip
     assert pings(a, up.ext_ip) == 3
+    # Every hop answers, the node first: BPF itself with forwarding off, else the kernel.
+    assert traceroute(a.pod_ns, up.ext_ip) == [a.ip, up.ip, up.ext_ip]
     assert tcp_transfer(a, b.pod_ns, b.pod_ip) == a.pod_ip

@@ -5,11 +5,12 @@ the native routing CIDR keeps its source (tests/masq_fixtures.py)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.bpf_fixtures import EXTERNAL_IP, ROUTER_IP, Topology, run
+from tests.bpf_fixtures import EXTERNAL_IP, PYTHON, ROUTER_IP, Topology, nsenter, run
 from tests.masq_fixtures import (
     CLOSED_PORT,
     IMPLEMENTATIONS,
@@ -98,3 +99,51 @@ def test_pod_to_pod_inside_the_native_cidr_keeps_its_source(masq: Topology) -> N
     for mode, port in (("tcp", TCP_PORT), ("udp", UDP_PORT)):
         peer = probe(a1, mode, b1.ip, port)["peer"]
         assert peer.split(":")[0] == a1.ip, (mode, peer)
+
+
+# The external host answers a pod's datagram late, after the pod closed its socket: the
+# pod's port unreachable must come back translated (node IP, NAT port) for the host's
+# connected socket to see it.
+LATE_PORT = 7100
+LATE_REPLY = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(5)
+print("ready", flush=True)
+_, peer = s.recvfrom(100)
+time.sleep(0.5)  # late: the pod's socket is closed by then
+s.connect(peer)
+s.send(b"late")
+try:
+    s.recv(100)
+    print(peer[0], "answered")
+except ConnectionRefusedError:
+    print(peer[0], "refused")
+except TimeoutError:
+    print(peer[0], "timeout")
+"""
+SEND_AND_CLOSE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+s.close()
+"""
+
+
+def test_a_pods_port_unreachable_reaches_the_outside_translated(masq: Topology) -> None:
+    assert masq.external is not None
+    server = subprocess.Popen(
+        [*nsenter(masq.external), PYTHON, "-c", LATE_REPLY, str(LATE_PORT)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        pod = masq.a.pods[0]
+        run([*nsenter(pod.ns), PYTHON, "-c", SEND_AND_CLOSE, EXTERNAL_IP, str(LATE_PORT)])
+        out, _ = server.communicate(timeout=15)
+    finally:
+        server.kill()
+        server.wait()
+    assert out.split() == [masq.a.ip, "refused"]
