@@ -44,9 +44,9 @@ def status_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _rows(rows: list[list[str]], headers: list[str]) -> str:
-    from bgpd.cli import _table
+    from bgpd.cli_format import text_table
 
-    return _table(headers, rows) if rows else "(none)"
+    return text_table(headers, rows) if rows else "(none)"
 
 
 def format_datapath(dp: dict[str, Any]) -> str:

@@ -24,19 +24,18 @@ from bgpd.cluster import ClusterState
 from bgpd.config import Config
 from bgpd.datapath_sync import DatapathSync
 from bgpd.desired import desired_kernel_routes
-from bgpd.errors import KrouteError
+from bgpd.drain import Drain
 from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.exabgp_conf import SpeakerSpec
-from bgpd.files import write_atomic
 from bgpd.health import Health
 from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
 from bgpd.lb_store import LbStore, MemoryLbStore
 from bgpd.lb_sync import LbSync
 from bgpd.metrics import reconcile_histogram
+from bgpd.node_facts import local_facts, speaker_spec
 from bgpd.overlay_sync import OverlayRouting
 from bgpd.peer_config import PrefixKind
 from bgpd.peers import own_cluster_id, resolve_peers
-from bgpd.policy import LocalFacts
 from bgpd.rib import Path as RibPath
 from bgpd.rib import Rib, best_next_hops
 from bgpd.sessions import PeerStatus, Sessions
@@ -54,43 +53,6 @@ SpeakerFactory = Callable[[SpeakerSpec, Path, EventHandler], Speaker]
 RESYNC_INTERVAL = 30.0
 HEARTBEAT_TIMEOUT = 3 * RESYNC_INTERVAL  # an idle reconcile loop still runs every 30 s
 KERNEL_RETRY = 5.0  # seconds before routes the kernel refused are tried again
-DRAIN_STATES = ("none", "draining", "drained")
-
-
-def local_facts(config: Config) -> LocalFacts:
-    """What import policy protects: our prefixes, node addresses, loop markers."""
-    assert config.node.ip is not None and config.node.router_id is not None
-    me = config.self_node()
-    cluster_id = own_cluster_id(config)
-    return LocalFacts(
-        asn=config.bgp.asn,
-        router_id=str(config.node.router_id),
-        cluster_id=str(cluster_id) if cluster_id is not None else None,
-        own_cidrs=me.pod_cidrs if me else (),
-        node_addresses=(config.node.ip, *(n.ip for n in config.cluster.nodes)),
-        own_address=config.node.ip,
-        pod_cidr_owners=tuple(
-            (cidr, n.ip)
-            for n in config.cluster.nodes
-            if n is not me
-            for cidr in n.pod_cidrs
-            if cidr.version == n.ip.version
-        ),
-    )
-
-
-def speaker_spec(config: Config) -> SpeakerSpec:
-    """The speaker's view of the config: this node's side and every resolved peer."""
-    assert config.node.ip is not None and config.node.router_id is not None
-    return SpeakerSpec(
-        router_id=config.node.router_id,
-        local_address=config.node.ip,
-        asn=config.bgp.asn,
-        hold_time=config.bgp.hold_time,
-        port=config.bgp.listen_port,
-        restart_time=config.bgp.graceful_restart.restart_time,
-        neighbors=resolve_peers(config),
-    )
 
 
 class Daemon:
@@ -131,9 +93,7 @@ class Daemon:
         self.peers: dict[IPAddress, PeerStatus] = self.sessions.peers
         self._derive(config)
         self.advertised: PeerAdvertisements = {}
-        self._drain_file = Path(config.run_dir) / "drain-state"
-        self.drain_state = self._load_drain_state()
-        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain = Drain(Path(config.run_dir) / "drain-state", self._dirty.set)
         self.kernel = kernel
         self.reconciler = KernelRouteReconciler(kernel)
         self.kernel_routes: dict[Network, KernelRoute] = {}
@@ -253,9 +213,9 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reconciler_task
         self.sessions.cancel_timers()
-        for timer in (self._adoption_timer, self._drain_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._adoption_timer is not None:
+            self._adoption_timer.cancel()
+        self._drain.close()
         await self.lb_sync.stop()
         await self.speaker.stop()
         self.kernel.close()
@@ -293,49 +253,15 @@ class Daemon:
 
     # -- drain -------------------------------------------------------------------
 
-    def drain(self, wait: float) -> None:
-        """Announce our prefixes with GRACEFUL_SHUTDOWN and the lowest local preference,
-        so peers move traffic away, then withdraw them after `wait` seconds."""
-        if self.drain_state != "none":
-            return
-        self._set_drain_state("draining")
-        loop = asyncio.get_running_loop()
-        self._drain_timer = loop.call_later(wait, self._drained)
+    @property
+    def drain_state(self) -> str:
+        return self._drain.state
 
-    def _drained(self) -> None:
-        try:
-            self._set_drain_state("drained")
-        except KrouteError as exc:  # withdraw all the same: the operator asked for it
-            log.error("event=drain-state-not-saved error=%r", str(exc))
-            self.drain_state = "drained"
-            self._dirty.set()
+    def drain(self, wait: float) -> None:
+        self._drain.start(wait)
 
     def undrain(self) -> None:
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-            self._drain_timer = None
-        self._set_drain_state("none")
-
-    def _set_drain_state(self, state: str) -> None:
-        """Record first (a restarted kroute stays drained), then act: a state that
-        cannot be recorded is refused with the reason, and nothing changes."""
-        try:
-            write_atomic(self._drain_file, state + "\n")
-        except OSError as exc:
-            raise KrouteError(
-                f"drain: cannot record the drain state in {self._drain_file}: {exc.strerror}; "
-                "free space or fix permissions in runDir, then retry"
-            ) from None
-        log.info("event=drain-state state=%s", state)
-        self.drain_state = state
-        self._dirty.set()
-
-    def _load_drain_state(self) -> str:
-        try:
-            state = self._drain_file.read_text().strip()
-        except OSError:
-            return "none"
-        return "drained" if state in ("draining", "drained") else "none"
+        self._drain.stop()
 
     # -- advertisements ------------------------------------------------------------
 

@@ -241,7 +241,7 @@ class DaemonCollector(Collector):
         )
 
     def _drain(self) -> Iterator[Metric]:
-        from bgpd.daemon import DRAIN_STATES
+        from bgpd.drain import DRAIN_STATES
 
         drain = GaugeMetricFamily(
             "kroute_drain_state", "1 for the node's current drain state.", labels=["state"]

@@ -20,7 +20,6 @@ from typing import Any
 
 from bgpd.config import Config
 from bgpd.errors import KrouteError
-from datapath.overlay import Overlay, OverlaySync
 from datapath.overlay_plan import (
     LocalNode,
     RemoteNode,
@@ -30,6 +29,7 @@ from datapath.overlay_plan import (
     plan_routes,
     vxlan_spec,
 )
+from datapath.overlay_state import Overlay, OverlaySync
 from datapath.routes import KernelRoute, Network
 
 log = logging.getLogger(__name__)

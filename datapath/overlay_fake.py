@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bgpd.errors import DatapathError
-from datapath.overlay import DeviceState, OverlaySync, SyncPlan, Underlay, wanted_addresses
 from datapath.overlay_plan import OverlayPeer, VxlanSpec
+from datapath.overlay_state import DeviceState, OverlaySync, SyncPlan, Underlay, wanted_addresses
 
 DEFAULT_UNDERLAY = Underlay("eth0", 2, 1500, (ipaddress.ip_network("10.0.0.0/24"),))
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-from bgpd.cli import format_status
+from bgpd.cli_format import format_status
 from bgpd.kube.api import MERGE_PATCH
 from tests.k8s.cluster import KubeCluster, kube_cluster
 from tests.k8s.fake_apiserver import fake_apiserver

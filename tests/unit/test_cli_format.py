@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from bgpd import cli
-from bgpd.cli import format_peers, format_status, main
+from bgpd.cli import main
+from bgpd.cli_format import format_peers, format_status
 from bgpd.client import socket_path
 from bgpd.config import DEFAULT_SOCKET, parse_config
 from bgpd.daemon import Daemon

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from datapath.cni import (
+from datapath.cni import run
+from datapath.cni_spec import (
     SUPPORTED_VERSIONS,
     CniError,
     host_ifname,
     parse_netconf,
     parse_request,
-    run,
 )
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "kroute", "type": "kroute-cni"})

@@ -23,7 +23,7 @@ from bgpd.config import Config, load_config, parse_config
 from bgpd.daemon import Daemon
 from bgpd.errors import ConfigError
 from bgpd.status import build_app
-from datapath.cni import CniError, parse_netconf, parse_request
+from datapath.cni_spec import CniError, parse_netconf, parse_request
 from datapath.routes import FakeKernelRoutes
 from lbipam.pools import DocumentError, parse_pools, parse_services
 from tests.unit.conftest import FakeSpeaker, cluster_data

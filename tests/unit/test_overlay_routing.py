@@ -12,8 +12,8 @@ from bgpd.datapath_host import HostLink, HostView
 from bgpd.datapath_sync import desired_remote_routes
 from bgpd.overlay_sync import OverlayRouting
 from datapath.bpf_maps import RemoteRoute
-from datapath.overlay import Underlay
 from datapath.overlay_fake import FakeOverlay
+from datapath.overlay_state import Underlay
 from datapath.routes import KernelRoute
 from tests.unit.conftest import CIDR_A, CIDR_B, CIDR_C, NODE_B, NODE_C, cluster_data
 
