@@ -4,8 +4,9 @@ ExaBGP 5.0.15 JSON lines the parsers are tested against."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ import pytest
 
 from bgpd.advertise import PeerAdvertisements
 from bgpd.config import Config, parse_config
+from bgpd.daemon import Daemon
 from bgpd.events import Event
 from bgpd.exabgp_conf import SpeakerSpec
 from bgpd.speaker import SpeakerInfo
+from datapath.loopback import FakeLoopback
+from datapath.routes import FakeKernelRoutes
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -188,6 +192,45 @@ class FakeSpeaker:
 def fake_speaker_class() -> type[FakeSpeaker]:
     FakeSpeaker.instances.clear()
     return FakeSpeaker
+
+
+StartDaemon = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def start_daemon(fake_speaker_class: type[FakeSpeaker]) -> AsyncIterator[StartDaemon]:
+    """`start(data, kernel=None)`: a started Daemon on config `data` with the fake speaker,
+    a fake loopback and `kernel` (an empty FakeKernelRoutes by default); all are stopped
+    at teardown."""
+    started: list[Daemon] = []
+
+    async def start(data: dict[str, Any], kernel: FakeKernelRoutes | None = None) -> Daemon:
+        daemon = Daemon(
+            parse_config(data, host_defaults=True),
+            kernel or FakeKernelRoutes(),
+            speaker_factory=fake_speaker_class,
+            loopback=FakeLoopback(),
+        )
+        await daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        await stop_bounded(daemon)
+
+
+async def stop_bounded(daemon: Daemon, timeout: float = 2.0) -> bool:
+    """`daemon.stop()`, cancelled again when it does not return within `timeout` (see
+    test_stop_right_after_a_change_does_not_hang); True when it returned by itself."""
+    task = asyncio.create_task(daemon.stop())
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+    # a daemon whose reconcile task died re-raises here; the test already failed
+    with contextlib.suppress(BaseException):
+        await task
+    return bool(done)
 
 
 async def settle(

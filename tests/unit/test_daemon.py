@@ -7,8 +7,7 @@ CIDRs, so the extra prefixes below are more-specifics of node-b's pod CIDR."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 
 from bgpd.advertise import GRACEFUL_SHUTDOWN, Advertisement
-from bgpd.config import parse_config
 from bgpd.daemon import Daemon
 from bgpd.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
 from bgpd.status import status_report
@@ -29,8 +27,10 @@ from tests.unit.conftest import (
     NODE_B,
     NODE_C,
     FakeSpeaker,
+    StartDaemon,
     cluster_data,
     settle,
+    stop_bounded,
 )
 
 Network = IPv4Network
@@ -46,11 +46,7 @@ MakeDaemon = Callable[..., Awaitable[Daemon]]
 
 
 @pytest.fixture
-async def make_daemon(
-    tmp_path: Path, fake_speaker_class: type[FakeSpeaker]
-) -> AsyncIterator[MakeDaemon]:
-    daemons: list[Daemon] = []
-
+async def make_daemon(tmp_path: Path, start_daemon: StartDaemon) -> MakeDaemon:
     async def make(
         kernel: FakeKernelRoutes | None = None,
         restart_time: int = 1,
@@ -61,28 +57,9 @@ async def make_daemon(
         if peers is not None:
             data["bgp"]["peers"] = peers
         data["cluster"]["serviceCIDRs"] = list(service_cidrs)
-        config = parse_config(data, host_defaults=True)
-        daemon = Daemon(config, kernel or FakeKernelRoutes(), speaker_factory=fake_speaker_class)
-        await daemon.start()
-        daemons.append(daemon)
-        return daemon
+        return await start_daemon(data, kernel)
 
-    yield make
-    for daemon in daemons:
-        await stop_bounded(daemon)
-
-
-async def stop_bounded(daemon: Daemon, timeout: float = 2.0) -> bool:
-    """`daemon.stop()`, cancelled again when it does not return within `timeout` (see
-    test_stop_right_after_a_change_does_not_hang); True when it returned by itself."""
-    task = asyncio.create_task(daemon.stop())
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    if not done:
-        task.cancel()
-    # a daemon whose reconcile task died re-raises here; the test already failed
-    with contextlib.suppress(BaseException):
-        await task
-    return bool(done)
+    return make
 
 
 def kernel_of(daemon: Daemon) -> FakeKernelRoutes:

@@ -4,7 +4,6 @@ on the loopback only where served, never one the network already routes."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,7 @@ from bgpd.config import parse_config
 from bgpd.daemon import Daemon
 from bgpd.events import PathAttributes, RoutesUpdate
 from datapath.loopback import FakeLoopback
-from datapath.routes import FakeKernelRoutes
-from tests.unit.conftest import FakeSpeaker, cluster_data, settle
-from tests.unit.test_daemon import stop_bounded
+from tests.unit.conftest import FakeSpeaker, StartDaemon, cluster_data, settle
 
 UPSTREAM = ipaddress.IPv4Address("10.0.0.254")
 POOL = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
@@ -27,28 +24,16 @@ def service(nodes: list[str], name: str = "www") -> dict[str, Any]:
 
 
 @pytest.fixture
-async def daemon_with(tmp_path: Path, fake_speaker_class: type[FakeSpeaker]) -> AsyncIterator[Any]:
-    made: list[Daemon] = []
-
+async def daemon_with(tmp_path: Path, start_daemon: StartDaemon) -> Any:
     async def make(services: list[dict[str, Any]]) -> Daemon:
         data = cluster_data(tmp_path)
         data["loadBalancer"] = {"pools": [POOL], "services": services}
         data["bgp"]["peers"] = [
             {"address": str(UPSTREAM), "asn": 65000, "import": {"allow": ["198.51.100.0/24"]}}
         ]
-        daemon = Daemon(
-            parse_config(data, host_defaults=True),
-            FakeKernelRoutes(),
-            speaker_factory=fake_speaker_class,
-            loopback=FakeLoopback(),
-        )
-        await daemon.start()
-        made.append(daemon)
-        return daemon
+        return await start_daemon(data)
 
-    yield make
-    for daemon in made:
-        await stop_bounded(daemon)
+    return make
 
 
 def speaker(daemon: Daemon) -> FakeSpeaker:

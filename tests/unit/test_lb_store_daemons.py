@@ -25,8 +25,7 @@ from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
 from lbipam import LbState
 from lbipam.shared import LbDocument, apply_pools, apply_services
-from tests.unit.conftest import NODE_B, FakeSpeaker, cluster_data, settle
-from tests.unit.test_daemon import stop_bounded
+from tests.unit.conftest import NODE_B, FakeSpeaker, cluster_data, settle, stop_bounded
 
 BLUE = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}
 WWW = {"namespace": "web", "name": "www", "nodes": ["node-a", "node-b"]}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bgpd.cluster import ClusterState
-from bgpd.config import parse_config
 from bgpd.daemon import Daemon
 from bgpd.metrics import add_collector, registry_for
 from bgpd.status import build_app
-from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
 from ipam.allocator import IpamState
-from tests.unit.conftest import CIDR_A, CIDR_B, NODE_B, NODE_C, FakeSpeaker, cluster_data, settle
+from tests.unit.conftest import (
+    CIDR_A,
+    CIDR_B,
+    NODE_B,
+    NODE_C,
+    FakeSpeaker,
+    StartDaemon,
+    cluster_data,
+    settle,
+)
 from tests.unit.test_daemon import (
     EXTRA_B,
     LB_IP,
@@ -32,7 +39,6 @@ from tests.unit.test_daemon import (
     announce,
     down,
     session_up,
-    stop_bounded,
     until,
     via,
 )
@@ -45,29 +51,15 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
-async def make_daemon(
-    tmp_path: Path, fake_speaker_class: type[FakeSpeaker]
-) -> AsyncIterator[MakeDaemon]:
-    daemons: list[Daemon] = []
-
+async def make_daemon(tmp_path: Path, start_daemon: StartDaemon) -> MakeDaemon:
     async def make(kernel: FakeKernelRoutes | None = None, lb: bool = False) -> Daemon:
         data = cluster_data(tmp_path)
         data["bgp"]["peers"] = [{"address": str(UPSTREAM), "asn": 65000}]
         if lb:
             data["loadBalancer"] = {"pools": [POOL], "services": [SERVICE]}
-        daemon = Daemon(
-            parse_config(data, host_defaults=True),
-            kernel or FakeKernelRoutes(),
-            speaker_factory=fake_speaker_class,
-            loopback=FakeLoopback(),
-        )
-        await daemon.start()
-        daemons.append(daemon)
-        return daemon
+        return await start_daemon(data, kernel)
 
-    yield make
-    for daemon in daemons:
-        await stop_bounded(daemon)
+    return make
 
 
 async def scrape(daemon: Daemon, *, control: bool = False) -> str:
