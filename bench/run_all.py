@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run just these (names as in bench/)")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args(argv)
-    runs = [(b, []) for b in BENCHES] + [("soak", ["--minutes", str(args.soak_minutes)])]
+    runs: list[tuple[str, list[str]]] = [(b, []) for b in BENCHES] + [
+        ("soak", ["--minutes", str(args.soak_minutes)])
+    ]
     if args.only:
         runs = [(b, extra) for b, extra in runs if b in args.only]
     failed: list[str] = []

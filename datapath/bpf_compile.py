@@ -43,7 +43,7 @@ def compile_programs(
         if key in _compiled:
             return _compiled[key]
         try:
-            from bcc import BPF  # type: ignore[import-untyped]
+            from bcc import BPF
         except ImportError as exc:
             raise DatapathError(
                 f"cannot import bcc ({exc}); install python3-bpfcc and make it importable "

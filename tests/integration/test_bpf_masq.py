@@ -39,7 +39,7 @@ def outside() -> Iterator[Topology]:
 
 def show(t: Topology, *args: str, **kw: object) -> dict[str, object]:
     """The agent's view of node a, after setting `spec(**kw)` (and sweeping with args)."""
-    masq = json.dumps(spec(t, **kw).as_dict())  # type: ignore[arg-type]
+    masq = json.dumps(spec(t, **kw).as_dict())
     size = str(kw.get("max_entries", 65536))
     return t.agent(t.a, "--max-nat", size, "--masq", masq, "show", *args)
 

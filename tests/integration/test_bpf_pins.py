@@ -32,7 +32,7 @@ def pin_dir() -> Iterator[str]:
 
 def pin_map(path: str, map_type: int, key: int, value: int, entries: int) -> None:
     lib = ctypes.CDLL("libbcc.so.0", use_errno=True)
-    lib.bcc_create_map.argtypes = [ctypes.c_int, ctypes.c_char_p] + [ctypes.c_int] * 4
+    lib.bcc_create_map.argtypes = [ctypes.c_int, ctypes.c_char_p, *[ctypes.c_int] * 4]
     fd = lib.bcc_create_map(map_type, b"kroute_test", key, value, entries, 0)
     assert fd >= 0, os.strerror(ctypes.get_errno())
     try:

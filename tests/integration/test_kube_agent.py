@@ -15,6 +15,7 @@ from kubernetes import client
 
 from bgpd.cli_format import format_status
 from bgpd.kube.api import MERGE_PATCH
+from tests.k8s import apis
 from tests.k8s.cluster import KubeCluster, kube_cluster
 from tests.k8s.fake_apiserver import fake_apiserver
 from tests.k8s.objects import bgp_peer, endpoint_slice, pool, service, with_ingress
@@ -84,7 +85,7 @@ API_OUTAGE = 60.0
 def test_loadbalancer_services_local_endpoints_and_api_outage(cluster: KubeCluster) -> None:
     n1, n2, n3 = (cluster.add_node(i) for i in (1, 2, 3))
     wait_for(cluster, lambda: converged(cluster), 60, "the mesh")
-    core, custom = cluster.core(), client.CustomObjectsApi(cluster.api)
+    core, custom = cluster.core(), apis.custom(cluster.api)
     custom.create_cluster_custom_object(
         GROUP, VERSION, "loadbalancerippools", pool("blue", "198.51.100.0/28")
     )
@@ -104,7 +105,7 @@ def test_loadbalancer_services_local_endpoints_and_api_outage(cluster: KubeClust
     core.create_namespaced_service("web", local)
     core.patch_namespaced_service_status("api", "web", with_ingress({}, "198.51.100.2"),
                                          _content_type="application/merge-patch+json")  # fmt: skip
-    discovery = client.DiscoveryV1Api(cluster.api)
+    discovery = apis.discovery(cluster.api)
     discovery.create_namespaced_endpoint_slice(
         "web", endpoint_slice("web", "api", {"n1": True, "n2": False})
     )
@@ -139,13 +140,13 @@ def test_loadbalancer_services_local_endpoints_and_api_outage(cluster: KubeClust
 def test_operator_assigns_agents_announce_and_pool_selector_change(cluster: KubeCluster) -> None:
     n1, n2 = cluster.add_node(1), cluster.add_node(2)
     wait_for(cluster, lambda: converged(cluster), 60, "the mesh")
-    core, custom = cluster.core(), client.CustomObjectsApi(cluster.api)
+    core, custom = cluster.core(), apis.custom(cluster.api)
     for name, cidr, tier in (("blue", "198.51.100.0/28", "web"), ("green", "203.0.113.0/28", "db")):
         body = pool(name, cidr, selector={"matchLabels": {"tier": tier}})
         custom.create_cluster_custom_object(GROUP, VERSION, "loadbalancerippools", body)
     core.create_namespaced_service("web", service("web", "www", policy="Local",
                                                   labels={"tier": "web"}))  # fmt: skip
-    client.DiscoveryV1Api(cluster.api).create_namespaced_endpoint_slice(
+    apis.discovery(cluster.api).create_namespaced_endpoint_slice(
         "web", endpoint_slice("web", "www", {"n2": True})
     )
     kubeconfig = cluster.server.kubeconfig(cluster.workdir / "kubeconfig")
@@ -206,7 +207,7 @@ def test_bgp_peer_objects_choose_nodes_by_label(cluster: KubeCluster) -> None:
     n2 = cluster.add_node(2, labels={"rack": "b"})
     wait_for(cluster, lambda: converged(cluster), 60, "the mesh")
     router = cluster.add_router(200, 65000, [n1, n2], ["203.0.113.0/24"])
-    custom = client.CustomObjectsApi(cluster.api)
+    custom = apis.custom(cluster.api)
     peer = bgp_peer("tor-a", router, 65000, {"rack": "a"})
     peer["spec"]["import"] = {"allow": ["203.0.113.0/24"]}
     custom.create_cluster_custom_object(GROUP, VERSION, "bgppeers", peer)

@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from bgpd.kube.api import api_client
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import FakeApiServer, fake_apiserver
 from tests.k8s.objects import pool, service
 from tests.k8s.operators import kill, operators
@@ -27,7 +28,7 @@ def server() -> Iterator[FakeApiServer]:
         yield srv
 
 
-def ingress(core: client.CoreV1Api) -> dict[str, list[str]]:
+def ingress(core: Any) -> dict[str, list[str]]:
     out = {}
     for svc in core.list_service_for_all_namespaces().items:
         lb = svc.status.load_balancer if svc.status else None
@@ -35,7 +36,7 @@ def ingress(core: client.CoreV1Api) -> dict[str, list[str]]:
     return out
 
 
-def holder(coord: client.CoordinationV1Api) -> Any:
+def holder(coord: Any) -> Any:
     try:
         return coord.read_namespaced_lease("kroute-operator", "kroute-system").spec.holder_identity
     except client.ApiException:
@@ -45,8 +46,8 @@ def holder(coord: client.CoordinationV1Api) -> Any:
 def test_failover_keeps_every_address(server: FakeApiServer, tmp_path: Path) -> None:
     kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
     api = api_client(str(kubeconfig))
-    core, coord = client.CoreV1Api(api), client.CoordinationV1Api(api)
-    custom = client.CustomObjectsApi(api)
+    core, coord = apis.core(api), apis.coordination(api)
+    custom = apis.custom(api)
     custom.create_cluster_custom_object(
         GROUP, VERSION, "loadbalancerippools", pool("blue", "198.51.100.0/28")
     )

@@ -84,7 +84,7 @@ async def test_racing_nodes_never_give_one_ip_to_two_services(
         lb, store = lbs[i], clients[i]
         for k in range(8):
             svc = {"namespace": "web", "name": f"s{i}-{k}"}
-            await store.transact(lambda d, svc=svc: apply_services(d, [svc], {}))
+            await store.transact(lambda d, svc=svc: apply_services(d, [svc], {}))  # type: ignore[misc]
             await round_on(lb, store)
 
     await asyncio.gather(*(work(i) for i in range(len(NODES))))
@@ -104,7 +104,7 @@ async def test_restart_keeps_every_address(stores: StoreFactory, tmp_path: Path)
     services = [{"namespace": "web", "name": f"s{k}"} for k in range(5)]
     first = node(tmp_path, "n1")
     for svc in reversed(services):  # applied in an order that is not the sorted one
-        await store.transact(lambda d, svc=svc: apply_services(d, [svc], {}))
+        await store.transact(lambda d, svc=svc: apply_services(d, [svc], {}))  # type: ignore[misc]
         await round_on(first, store)
     before = (await store.transact(lambda d: (d, d))).assignments
     restarted = node(tmp_path, "n1")  # a new process: same runDir, fresh client

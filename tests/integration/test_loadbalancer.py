@@ -75,11 +75,13 @@ def test_service_served_by_two_nodes_is_ecmp_upstream_and_reachable(
         assert lab.plan.upstream is not None
         url = f"http://{ip}:8080/"
 
+        ext_ns = lab.plan.upstream.ext_ns
+
         def fetch() -> bool:
             done = subprocess.run(
                 [
                     "nsenter",
-                    f"--net=/var/run/netns/{lab.plan.upstream.ext_ns}",
+                    f"--net=/var/run/netns/{ext_ns}",
                     "curl",
                     "-s",
                     "-o",

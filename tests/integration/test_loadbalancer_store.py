@@ -61,7 +61,7 @@ def test_pool_and_service_applied_with_the_cli(
     prefix = "198.51.100.1/32"
     wait_for(lambda: upstream_hops(lab, prefix) == sorted([n1.ip, n2.ip]), 30, "two hops")
     for node in lab.plan.nodes:  # every node agrees, and the pool's AGE is the store's
-        wait_for(lambda n=node: service_ips(n.socket_path) == {"web/www": ["198.51.100.1"]}, 15,
+        wait_for(lambda n=node: service_ips(n.socket_path) == {"web/www": ["198.51.100.1"]}, 15,  # type: ignore[misc]
                  f"{node.name} to see the service")  # fmt: skip
     ages = {round(p["created"], 3) for n in lab.plan.nodes for p in call(n.socket_path, "/pools")}
     assert len(ages) == 1

@@ -107,7 +107,7 @@ def test_killed_node_is_withdrawn_within_hold_time(lab: labmod.Lab) -> None:
     )
     for node in (n1, n2):
         took = wait_for(
-            lambda node=node: n3.pod_cidr not in kernel_routes(node.netns),
+            lambda node=node: n3.pod_cidr not in kernel_routes(node.netns),  # type: ignore[misc]
             HOLD_TIME + 5,
             f"{n3.pod_cidr} to leave {node.name}'s kernel",
         )

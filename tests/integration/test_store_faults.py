@@ -18,7 +18,7 @@ import pytest
 
 from bgpd.client import call, fetch_status
 from bgpd.errors import KrouteError
-from lab import lab as labmod
+from lab.plan import NodePlan
 from tests.integration.conftest import LabFactory
 from tests.kroute_node import Injector, node_with_injectors, wait_until
 from tests.traffic import Pinger
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
 OUTAGE = 60.0
 
 
-def _store_error(node: labmod.NodePlan) -> str:
+def _store_error(node: NodePlan) -> str:
     return str(fetch_status(node.socket_path)["ipam"]["storeError"])
 
 

@@ -23,6 +23,7 @@ from kubernetes import client
 
 from bgpd.client import call, fetch_status
 from bgpd.kube.api import MERGE_PATCH, api_client
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import FakeApiServer
 from tests.k8s.objects import node as node_object
 from tests.kroute_node import _start, _stop
@@ -74,8 +75,8 @@ class KubeCluster:
     def api(self) -> client.ApiClient:
         return api_client(str(self.server.kubeconfig(self.workdir / "kubeconfig")))
 
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
+    def core(self) -> Any:
+        return apis.core(self.api)
 
     def _join_lan(self, kind: str, index: int) -> tuple[str, str]:
         """A new namespace with eth0 on the LAN bridge at SUBNET.<index>."""

@@ -9,6 +9,7 @@ compaction.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import re
 import threading
@@ -120,7 +121,7 @@ class Store:
         namespace: str | None,
         rv: int | None,
         listener: Callable[[Event], None],
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         """Register `listener` for every later event and return what the watch sends
         first: the events after `rv`, or (no rv) every current object as ADDED. Under
         the lock, so nothing is missed or sent twice between the two."""

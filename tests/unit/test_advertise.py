@@ -4,7 +4,8 @@ route reflection as RFC 4456 says."""
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, ip_network
+from typing import Any
 
 import pytest
 
@@ -18,13 +19,13 @@ from bgpd.advertise import (
 from bgpd.events import PathAttributes
 from bgpd.peer_config import ALL_KINDS, PrefixKind
 from bgpd.peers import EXTERNAL, IBGP_PEER, REFLECTOR, RR_CLIENT, ExportRules, Peer
-from bgpd.rib import Path
+from bgpd.rib import IPAddress, Network, Path
 
 ASN = 64512
 CLUSTER_ID = "10.0.0.1"
 POD = ip_network("10.244.1.0/24")
 LB = ip_network("10.96.0.10/32")
-LOCAL: dict[IPv4Network, PrefixKind] = {POD: "podCIDR", LB: "loadBalancerIP"}  # type: ignore[dict-item]
+LOCAL: dict[Network, PrefixKind] = {POD: "podCIDR", LB: "loadBalancerIP"}
 
 CLIENT_B = IPv4Address("10.0.0.2")
 CLIENT_C = IPv4Address("10.0.0.3")
@@ -33,7 +34,7 @@ RR_E = IPv4Address("10.0.0.5")  # and one more
 UPSTREAM = IPv4Address("192.0.2.1")
 
 
-def peer(address: IPv4Address, kind: str, **exports: object) -> Peer:
+def peer(address: IPv4Address, kind: str, **exports: Any) -> Peer:
     ebgp = kind == EXTERNAL
     return Peer(
         address=address,
@@ -45,8 +46,8 @@ def peer(address: IPv4Address, kind: str, **exports: object) -> Peer:
         hold_time=9,
         graceful_restart=True,
         exports=ExportRules(
-            kinds=frozenset(exports.pop("kinds", ALL_KINDS)),  # type: ignore[arg-type]
-            **exports,  # type: ignore[arg-type]
+            kinds=frozenset(exports.pop("kinds", ALL_KINDS)),
+            **exports,
         ),
     )
 
@@ -57,12 +58,17 @@ D = peer(RR_D, REFLECTOR)
 E = peer(RR_E, REFLECTOR)
 UP = peer(UPSTREAM, EXTERNAL)
 ALL = (B, C, D, E, UP)
-ROUTER_IDS = {CLIENT_B: "10.0.0.2", CLIENT_C: "10.0.0.3", RR_D: "10.0.0.4", RR_E: "10.0.0.5"}
+ROUTER_IDS: dict[IPAddress, str] = {
+    CLIENT_B: "10.0.0.2",
+    CLIENT_C: "10.0.0.3",
+    RR_D: "10.0.0.4",
+    RR_E: "10.0.0.5",
+}
 REFLECT = Reflector(CLUSTER_ID, ROUTER_IDS)
 
 
 def path(
-    source: IPv4Address,
+    source: IPAddress,
     *,
     ebgp: bool = False,
     router_id: str | None = None,
@@ -74,16 +80,16 @@ def path(
 
 def desired(
     peers: tuple[Peer, ...] = ALL,
-    local: dict[IPv4Network, PrefixKind] | None = None,
-    paths: dict[IPv4Network, list[Path]] | None = None,
-    **kw: object,
-) -> dict[IPv4Address, dict[IPv4Network, Advertisement]]:
-    return desired_advertisements(  # type: ignore[return-value]
+    local: dict[Network, PrefixKind] | None = None,
+    paths: dict[Network, list[Path]] | None = None,
+    **kw: Any,
+) -> dict[IPAddress, dict[Network, Advertisement]]:
+    return desired_advertisements(
         peers,
         LOCAL if local is None else local,
         paths or {},
         local_asn=ASN,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -104,7 +110,7 @@ def test_local_prefixes_to_every_peer_with_default_attributes() -> None:
     ("kinds", "expected"),
     [(("podCIDR",), {POD}), (("loadBalancerIP",), {LB}), ((), set())],
 )
-def test_export_kinds(kinds: tuple[PrefixKind, ...], expected: set[IPv4Network]) -> None:
+def test_export_kinds(kinds: tuple[PrefixKind, ...], expected: set[Network]) -> None:
     up = peer(UPSTREAM, EXTERNAL, kinds=kinds)
     assert set(desired((up,))[UPSTREAM]) == expected
 
@@ -197,7 +203,7 @@ def test_reflected_routes_are_not_drained() -> None:
 OTHER = ip_network("10.244.2.0/24")
 
 
-def reflected_to(paths: list[Path], peers: tuple[Peer, ...] = ALL) -> set[IPv4Address]:
+def reflected_to(paths: list[Path], peers: tuple[Peer, ...] = ALL) -> set[IPAddress]:
     result = desired(peers, local={}, paths={OTHER: paths}, reflector=REFLECT)
     return {address for address, advs in result.items() if OTHER in advs}
 

@@ -238,7 +238,7 @@ async def test_daemon_programs_learned_routes_into_the_maps(
     await daemon.start()
     try:
         daemon.handle_event(PeerState(NODE_B, "connected"))
-        daemon.handle_event(PeerOpen(NODE_B, str(NODE_B), 64512, 9, 1))  # type: ignore[arg-type]
+        daemon.handle_event(PeerOpen(NODE_B, str(NODE_B), 64512, 9, 1))
         daemon.handle_event(PeerState(NODE_B, "up"))
         attrs = PathAttributes(next_hop=NODE_B)
         daemon.handle_event(RoutesUpdate(NODE_B, announced=((CIDR_B, attrs),)))
@@ -261,7 +261,7 @@ def test_masquerade_uses_bpf_when_loaded_else_nftables_with_the_node_spec() -> N
     data["routing"] = {"nativeRoutingCIDR": "10.244.0.0/16"}
     cfg = parse_config(data)
 
-    class BpfWithNat(FakeBpfDatapath, FakeMasquerader):  # type: ignore[misc]
+    class BpfWithNat(FakeBpfDatapath, FakeMasquerader):
         pass
 
     bpf = BpfWithNat(ifindexes={"eth0": 2, "kr1": 7, "kr2": 8})

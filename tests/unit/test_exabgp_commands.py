@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 import pytest
 
 from bgpd.advertise import Advertisement
+from bgpd.config_types import Network
 from bgpd.exabgp_commands import (
     NLRI_BATCH,
     announce_commands,
@@ -30,7 +31,7 @@ def v4(count: int, start: int = 0) -> list[IPv4Network]:
     return [IPv4Network((0x0A000000 + start + i, 32)) for i in range(count)]
 
 
-def plain(*prefixes: IPv4Network) -> list[Advertisement]:
+def plain(*prefixes: Network) -> list[Advertisement]:
     return [Advertisement(p) for p in prefixes]
 
 

@@ -14,8 +14,8 @@ from bgpd.membership import FakeMembership
 from bgpd.status import build_app
 from datapath.routes import FakeKernelRoutes, RouteChanges
 from tests.unit import test_metrics
-from tests.unit.conftest import settle
-from tests.unit.test_daemon import NODE_B, down, session_up
+from tests.unit.conftest import NODE_B, settle
+from tests.unit.test_daemon import down, session_up
 from tests.unit.test_metrics import MakeDaemon
 
 

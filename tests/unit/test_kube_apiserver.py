@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import urllib3
-from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes import client
+from kubernetes.client import ApiException
 
+from bgpd.kube.api import api_client
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import FakeApiServer, fake_apiserver
 
 GROUP, VERSION = "kroute.io", "v1alpha1"
@@ -26,7 +28,7 @@ def server() -> Iterator[FakeApiServer]:
 
 @pytest.fixture
 def api(server: FakeApiServer, tmp_path: Path) -> client.ApiClient:
-    return config.new_client_from_config(str(server.kubeconfig(tmp_path / "kubeconfig")))
+    return api_client(str(server.kubeconfig(tmp_path / "kubeconfig")))
 
 
 def node(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def service(name: str) -> dict[str, Any]:
 
 
 def test_crud_resource_versions_and_conflicts(api: client.ApiClient) -> None:
-    core = client.CoreV1Api(api)
+    core = apis.core(api)
     created = core.create_node(node("n1", {"role": "a"}))
     assert created.metadata.uid and created.metadata.resource_version
     assert created.status is None  # status goes through the subresource only
@@ -73,7 +75,7 @@ def test_crud_resource_versions_and_conflicts(api: client.ApiClient) -> None:
 
 
 def test_status_subresource_and_selectors(api: client.ApiClient) -> None:
-    core = client.CoreV1Api(api)
+    core = apis.core(api)
     for name in ("web", "db"):
         core.create_namespaced_service("default", service(name))
     status = {"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}}
@@ -96,7 +98,7 @@ def test_status_subresource_and_selectors(api: client.ApiClient) -> None:
 
 
 def test_custom_objects_with_status(api: client.ApiClient) -> None:
-    custom = client.CustomObjectsApi(api)
+    custom = apis.custom(api)
     pool = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "LoadBalancerIPPool",
@@ -119,13 +121,13 @@ def test_custom_objects_with_status(api: client.ApiClient) -> None:
 def test_watch_resumes_with_bookmarks_and_gets_410_when_compacted(
     api: client.ApiClient, server: FakeApiServer
 ) -> None:
-    core = client.CoreV1Api(api)
+    core = apis.core(api)
     core.create_node(node("n1"))
     listed = core.list_node()
     rv = listed.metadata.resource_version
     core.create_node(node("n2"))
     events = []
-    stream = watch.Watch().stream(
+    stream = apis.watch_stream(
         core.list_node, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=2
     )
     for event in stream:
@@ -135,16 +137,16 @@ def test_watch_resumes_with_bookmarks_and_gets_410_when_compacted(
     assert events == [("ADDED", "n2"), ("BOOKMARK", None)]
     server.store.compact()
     with pytest.raises(ApiException) as exc:
-        for _ in watch.Watch().stream(core.list_node, resource_version=rv, timeout_seconds=2):
+        for _ in apis.watch_stream(core.list_node, resource_version=rv, timeout_seconds=2):
             pass
     assert exc.value.status == 410
     # without a resourceVersion a watch starts with every object as ADDED
-    first = next(iter(watch.Watch().stream(core.list_node, timeout_seconds=2)))
+    first = next(iter(apis.watch_stream(core.list_node, timeout_seconds=2)))
     assert first["type"] == "ADDED"
 
 
 def test_leases_conflict_on_stale_resource_version(api: client.ApiClient) -> None:
-    coord = client.CoordinationV1Api(api)
+    coord = apis.coordination(api)
     lease = {"metadata": {"name": "op"}, "spec": {"holderIdentity": "a"}}
     made = coord.create_namespaced_lease("kroute-system", lease)
     made.spec.holder_identity = "b"
@@ -157,7 +159,7 @@ def test_leases_conflict_on_stale_resource_version(api: client.ApiClient) -> Non
 
 
 def test_down_and_up_on_the_same_port(api: client.ApiClient, server: FakeApiServer) -> None:
-    core = client.CoreV1Api(api)
+    core = apis.core(api)
     core.create_node(node("n1"))
     server.down()
     with pytest.raises(urllib3.exceptions.HTTPError):

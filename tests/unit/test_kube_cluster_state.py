@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-from kubernetes import client
+from typing import Any, cast
 
 from bgpd.config import Config, parse_config
+from bgpd.daemon import Daemon
 from bgpd.health import Health
 from bgpd.kube.api import MERGE_PATCH, api_client
 from bgpd.kube.cluster import KubeClusterState
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import fake_apiserver
 from tests.k8s.objects import node
 
@@ -35,7 +35,7 @@ class DaemonDouble:
         self.reconfigured.set()
 
 
-def add_node(core: client.CoreV1Api, obj: dict[str, Any]) -> None:
+def add_node(core: Any, obj: dict[str, Any]) -> None:
     core.create_node(obj)
     core.patch_node_status(obj["metadata"]["name"], {"status": obj["status"]},
                            _content_type=MERGE_PATCH)  # fmt: skip
@@ -44,7 +44,7 @@ def add_node(core: client.CoreV1Api, obj: dict[str, Any]) -> None:
 async def test_start_and_follow(tmp_path: Path) -> None:
     with fake_apiserver(bookmark_interval=0.2) as server:
         kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
-        core = client.CoreV1Api(api_client(str(kubeconfig)))
+        core = apis.core(api_client(str(kubeconfig)))
         add_node(core, node("n1", "10.0.0.1", ["10.244.1.0/24"], {"kroute.io/asn": "64600"}))
         config = parse_config({
             "node": {"name": "n1", "ip": "10.0.0.1"}, "bgp": {"asn": 64512},
@@ -55,9 +55,10 @@ async def test_start_and_follow(tmp_path: Path) -> None:
         effective = await state.start()
         try:
             assert effective.bgp.asn == 64600
-            assert [str(c) for c in effective.self_node().pod_cidrs] == ["10.244.1.0/24"]
+            me = effective.self_node()
+            assert me is not None and [str(c) for c in me.pod_cidrs] == ["10.244.1.0/24"]
             daemon = DaemonDouble(effective, failures=1)  # a failed change is not the end
-            state.follow(daemon)
+            state.follow(cast(Daemon, daemon))  # the part of a Daemon it uses
             await asyncio.to_thread(add_node, core, node("n3", "10.0.0.3", ["10.244.3.0/24"]))
             async with asyncio.timeout(20):
                 while daemon.failures:

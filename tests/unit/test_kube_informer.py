@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from bgpd.kube.api import api_client
 from bgpd.kube.informer import Informer
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import FakeApiServer, fake_apiserver
 from tests.k8s.objects import node
 from tests.k8s.store import RESOURCES
@@ -36,7 +36,7 @@ def count_lists(server: FakeApiServer) -> int:
 
 async def test_informer_follows_resumes_and_relists(server: FakeApiServer, tmp_path: Path) -> None:
     api = api_client(str(server.kubeconfig(tmp_path / "kubeconfig")))
-    core = client.CoreV1Api(api)
+    core = apis.core(api)
     core.create_node(node("n1", "10.0.0.1"))
     changed = asyncio.Event()
     informer = Informer("nodes", core.list_node, changed)

@@ -9,12 +9,12 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from bgpd.kube.api import api_client
 from bgpd.kube.ipam_store import KubeIpamStore
 from ipam.allocator import ClusterPool
 from ipam.store import StoreCorruptError, StoreError
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import fake_apiserver
 
 POOL = ClusterPool((ipaddress.ip_network("10.244.0.0/20"),), 24, 112)
@@ -52,9 +52,9 @@ async def test_corrupt_state_is_refused_not_reset(tmp_path: Path) -> None:
     with fake_apiserver() as server:
         api = api_client(str(server.kubeconfig(tmp_path / "kubeconfig")))
         body = {"metadata": {"name": "kroute-ipam"}, "data": {"state": "{not json"}}
-        client.CoreV1Api(api).create_namespaced_config_map("kroute-system", body)
+        apis.core(api).create_namespaced_config_map("kroute-system", body)
         store = KubeIpamStore(api)
         with pytest.raises(StoreCorruptError, match="kubectl -n kroute-system edit configmap"):
             await store.allocate_node_blocks(POOL, "n1")
-        cm = client.CoreV1Api(api).read_namespaced_config_map("kroute-ipam", "kroute-system")
+        cm = apis.core(api).read_namespaced_config_map("kroute-ipam", "kroute-system")
         assert cm.data["state"] == "{not json"

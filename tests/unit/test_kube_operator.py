@@ -10,12 +10,11 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-
 from bgpd.kube.api import MERGE_PATCH, api_client
 from bgpd.kube.assign import ASSIGNED, CONFLICT, plan
 from bgpd.kube.lease import LeaseElector, Observed, decide
 from bgpd.kube.operator import Operator
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import fake_apiserver
 from tests.k8s.objects import pool, service, with_ingress
 
@@ -85,7 +84,7 @@ def test_plan_pending_and_revoked() -> None:
 async def test_operator_in_process_conflict_is_not_overwritten(tmp_path: Path) -> None:
     with fake_apiserver(bookmark_interval=0.2) as server:
         api = api_client(str(server.kubeconfig(tmp_path / "kubeconfig")))
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        core, custom = apis.core(api), apis.custom(api)
         elector = LeaseElector(api, "kroute-system", "op", "me", duration=3, renew_deadline=2,
                                retry=0.5)  # fmt: skip
         operator = Operator(api, elector)

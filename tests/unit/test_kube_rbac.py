@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client
 
 from bgpd.config import parse_config
 from bgpd.kube.api import api_client
 from bgpd.kube.cluster import KubeClusterState
 from bgpd.kube.lease import LeaseElector
 from bgpd.kube.operator import Operator
+from tests.k8s import apis
 from tests.k8s.fake_apiserver import FakeApiServer, fake_apiserver, route
 from tests.k8s.objects import pool, service
 
@@ -77,6 +77,7 @@ async def test_agent_requests_are_all_allowed(tmp_path: Path) -> None:
         }, host_defaults=False)  # fmt: skip
         state = KubeClusterState(config)
         await state.start()
+        assert state.store is not None and state.pool is not None
         await state.store.allocate_node_blocks(state.pool, "n2")  # the ConfigMap exists now
         await until(lambda: len(used(server)) >= 15)  # 6 lists, 6 watches, get/create/patch
         await state.close()
@@ -93,10 +94,10 @@ async def test_agent_requests_are_all_allowed(tmp_path: Path) -> None:
 async def test_operator_requests_are_all_allowed(tmp_path: Path) -> None:
     with fake_apiserver(bookmark_interval=0.2) as server:
         api = api_client(str(server.kubeconfig(tmp_path / "kubeconfig")))
-        custom = client.CustomObjectsApi(api)
+        custom = apis.custom(api)
         custom.create_cluster_custom_object("kroute.io", "v1alpha1", "loadbalancerippools",
                                             pool("blue", "198.51.100.0/28"))  # fmt: skip
-        client.CoreV1Api(api).create_namespaced_service("web", service("web", "www"))
+        apis.core(api).create_namespaced_service("web", service("web", "www"))
         start = len(server.requests)
         elector = LeaseElector(api, "kroute-system", "kroute-operator", "me", duration=3,
                                renew_deadline=2, retry=0.3)  # fmt: skip

@@ -7,11 +7,12 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from bgpd.config import Config, load_config
+from bgpd.daemon import Daemon
 from bgpd.reload import reload
 
 FILE: dict[str, Any] = {
@@ -45,10 +46,10 @@ def test_reload_compares_with_the_file_not_the_node_object(tmp_path: Path) -> No
     )
     daemon = DaemonDouble(base, effective)
     path.write_text(yaml.safe_dump({**FILE, "bgp": {"asn": 64512, "holdTime": 30}}))
-    assert reload(daemon, path) == []
+    assert reload(cast(Daemon, daemon), path) == []
     assert daemon.applied is not None and daemon.applied.bgp.hold_time == 30
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("{}")
     path.write_text(yaml.safe_dump({**FILE, "kubernetes": {"kubeconfig": str(kubeconfig)}}))
-    errors = reload(daemon, path)
+    errors = reload(cast(Daemon, daemon), path)
     assert len(errors) == 1 and errors[0].startswith("kubernetes: changed")

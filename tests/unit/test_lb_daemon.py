@@ -46,7 +46,7 @@ async def test_served_here_is_announced_and_on_the_loopback(daemon_with: Any) ->
     ip = ipaddress.ip_address("198.51.100.1")
     assert await settle(lambda: ipaddress.ip_network(f"{ip}/32") in speaker(daemon).advertised)
     assert isinstance(daemon.loopback, FakeLoopback)
-    assert await settle(lambda: daemon.loopback.addresses == {ip})  # type: ignore[attr-defined]
+    assert await settle(lambda: daemon.loopback.addresses == {ip})
     assert daemon.local_prefixes[ipaddress.ip_network(f"{ip}/32")] == "loadBalancerIP"
 
 
@@ -57,7 +57,7 @@ async def test_served_elsewhere_is_neither_announced_nor_on_the_loopback(
     await settle(lambda: daemon.lb.view is not None)
     assert daemon.lb.view is not None and daemon.lb.view.served == ()
     assert not any(p.prefixlen == 32 for p in speaker(daemon).advertised)
-    assert daemon.loopback.addresses == set()  # type: ignore[attr-defined]
+    assert daemon.loopback.addresses == set()
 
 
 async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bgpd.cli_lb import read_documents
 from bgpd.errors import ConfigError
 from lbipam import DocumentError, parse_pools, parse_services
+from lbipam.pools import Network
 from lbipam.shared import (
     LbDocument,
     ReadOnlyObjectError,
@@ -148,7 +149,8 @@ def test_nodes_rounding_in_any_order_never_give_one_ip_to_two_services(ops: Any)
     transaction on the shared document. No address is ever held twice, and after a
     final round on each node both compute the same document."""
     doc, _ = apply_pools(LbDocument(), [BLUE], 1.0, {})
-    in_use = ([], [ipaddress.ip_network("198.51.100.2/32")])  # node 1 sees a route node 0 not
+    in_use: tuple[list[Network], ...] = ([], [ipaddress.ip_network("198.51.100.2/32")])
+    # node 1 sees a route node 0 does not
     for op, i, node in ops:
         svc = {"namespace": "web", "name": f"s{i}"}
         if op == "apply":

@@ -81,14 +81,14 @@ async def test_apply_on_one_node_is_served_by_both_and_delete_withdraws(pair: An
     ip = ipaddress.ip_address("198.51.100.1")
     prefix = ipaddress.ip_network(f"{ip}/32")
     for daemon in (a, b):
-        assert await settle(lambda d=daemon: served(d) == (ip,), timeout=5)
-        assert await settle(lambda d=daemon: d.local_prefixes.get(prefix) == "loadBalancerIP")
-        assert await settle(lambda d=daemon: d.loopback.addresses == {ip})  # type: ignore[attr-defined]
+        assert await settle(lambda d=daemon: served(d) == (ip,), timeout=5)  # type: ignore[misc]
+        assert await settle(lambda d=daemon: d.local_prefixes.get(prefix) == "loadBalancerIP")  # type: ignore[misc]
+        assert await settle(lambda d=daemon: d.loopback.addresses == {ip})  # type: ignore[misc]
     assert store.document.assignments.assignments == {"web/www": (ip,)}
     assert await post(a, "/pools/delete?name=blue") == (200, {"changes": {"blue": "deleted"}})
     for daemon in (a, b):
-        assert await settle(lambda d=daemon: served(d) == (), timeout=5)
-        assert await settle(lambda d=daemon: d.loopback.addresses == set())  # type: ignore[attr-defined]
+        assert await settle(lambda d=daemon: served(d) == (), timeout=5)  # type: ignore[misc]
+        assert await settle(lambda d=daemon: d.loopback.addresses == set())  # type: ignore[misc]
     assert store.document.assignments.assignments == {}
 
 

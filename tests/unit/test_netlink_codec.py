@@ -18,8 +18,8 @@ def routes(draw: st.DrawFn) -> tuple[KernelRoute, int]:
     make = ipaddress.IPv6Network if v6 else ipaddress.IPv4Network
     raw = draw(st.integers(0, 2**bits - 1)) >> (bits - plen) << (bits - plen) if plen else 0
     prefix = make((raw, plen))
-    hop = st.integers(1, 2**bits - 1).map(
-        ipaddress.IPv6Address if v6 else ipaddress.IPv4Address  # type: ignore[arg-type]
+    hop: st.SearchStrategy[Address] = st.integers(1, 2**bits - 1).map(
+        ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
     )
     hops: list[Address] = draw(st.lists(hop, max_size=4, unique=True))
     oif = draw(st.sampled_from([0, 7])) if hops else 0

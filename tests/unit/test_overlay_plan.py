@@ -23,7 +23,7 @@ from datapath.overlay_plan import (
     vxlan_mac,
     vxlan_spec,
 )
-from datapath.routes import KernelRoute, Network
+from datapath.routes import Address, KernelRoute, Network
 
 net = ipaddress.ip_network
 addr = ipaddress.ip_address
@@ -238,7 +238,7 @@ def test_every_route_is_decided_once_and_every_programmed_hop_is_reachable(
     local, remotes, routes = topo
     plan = plan_routes(mode, local, remotes, routes)
     assert set(plan.decisions) == set(routes)
-    peers = {p.overlay_ip: p for p in overlay_peers(local, remotes)}
+    peers: dict[Address, OverlayPeer] = {p.overlay_ip: p for p in overlay_peers(local, remotes)}
     by_ip = {p.underlay_ip: p for p in peers.values()}
     for prefix in routes:
         entry = plan.entry(prefix)

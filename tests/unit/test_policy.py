@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -80,7 +81,7 @@ def attrs(next_hop: object = NODE_B, **kw: object) -> PathAttributes:
     return PathAttributes(next_hop=next_hop, **kw)  # type: ignore[arg-type]
 
 
-def verdict(prefix: str, peer: Peer = IBGP, **kw: object) -> str | None:
+def verdict(prefix: str, peer: Peer = IBGP, **kw: Any) -> str | None:
     next_hop = kw.pop("next_hop", peer.address)
     return import_verdict(ip_network(prefix), attrs(next_hop, **kw), peer, LOCAL)
 
@@ -236,7 +237,7 @@ def test_next_hop_is_this_node() -> None:
         ("10.96.0.0/24", {"cluster_list": ("10.0.0.100",)}, CLUSTER_LOOP),
     ],
 )
-def test_reason_precedence(prefix: str, kw: dict[str, object], reason: str) -> None:
+def test_reason_precedence(prefix: str, kw: dict[str, Any], reason: str) -> None:
     assert verdict(prefix, **kw) == reason
 
 
@@ -354,5 +355,6 @@ def test_any_prefix_inside_own_is_refused_and_accepted_ones_are_inside_allow(
         assert got == OWN_POD_CIDR
     if got is None:
         assert prefix.prefixlen == 0 or any(
-            prefix.version == a.version and prefix.subnet_of(a) for a in peer.imports.allow
+            prefix.version == a.version and prefix.subnet_of(a)  # type: ignore[arg-type]
+            for a in peer.imports.allow
         )
