@@ -101,7 +101,9 @@ static __always_inline int ttl_expired(struct __sk_buff *skb, int *verdict)
     if (to_pod) {
         ret = bpf_redirect(skb->ingress_ifindex, 0);
     } else if (nexthop) {
-        struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = nexthop};
+        struct bpf_redir_neigh nh = {};  // all 20 bytes written: unprivileged verifier rules
+        nh.nh_family = AF_INET;
+        nh.ipv4_nh = nexthop;
         ret = kr_redirect_neigh(out_ifindex, &nh, sizeof(nh), 0);
     } else {
         ret = kr_redirect_neigh(out_ifindex, NULL, 0, 0);
