@@ -18,7 +18,7 @@ from aiohttp import web
 from bgpd.errors import KrouteError
 from bgpd.lb import LbView
 from lbipam import Pool, Service
-from lbipam.pools import DocumentError
+from lbipam.documents import DocumentError
 from lbipam.shared import Change, ReadOnlyObjectError, UnknownObjectError
 
 if TYPE_CHECKING:

@@ -57,20 +57,16 @@ from lbipam.allocator import (
     advertisements,
     allocate,
 )
+from lbipam.documents import DocumentError, parse_pool, parse_pools, parse_service, parse_services
 from lbipam.pools import (
     IPS_ANNOTATION,
     SHARING_KEY_ANNOTATION,
     Block,
-    DocumentError,
     IPAddress,
     Network,
     Pool,
     Service,
-    parse_pool,
-    parse_pools,
     parse_requested_ips,
-    parse_service,
-    parse_services,
     sharing_conflict,
 )
 from lbipam.selectors import NAME_LABEL, NAMESPACE_LABEL, Requirement, Selector

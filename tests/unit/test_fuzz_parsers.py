@@ -25,7 +25,7 @@ from bgpd.errors import ConfigError
 from bgpd.status import build_app
 from datapath.cni_spec import CniError, parse_netconf, parse_request
 from datapath.routes import FakeKernelRoutes
-from lbipam.pools import DocumentError, parse_pools, parse_services
+from lbipam.documents import DocumentError, parse_pools, parse_services
 from tests.unit.conftest import FakeSpeaker, cluster_data
 
 scalars = (
