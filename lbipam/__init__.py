@@ -48,7 +48,6 @@ Rules:
 """
 
 from lbipam.allocator import (
-    LbState,
     PoolStatus,
     Reason,
     ReasonCode,
@@ -70,6 +69,7 @@ from lbipam.pools import (
     sharing_conflict,
 )
 from lbipam.selectors import NAME_LABEL, NAMESPACE_LABEL, Requirement, Selector
+from lbipam.state import LbState
 
 __all__ = [
     "IPS_ANNOTATION",

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from bgpd.documents import load_versioned
 from bgpd.errors import AllocationError
 from lbipam.pools import IPAddress, Network, Pool, Service, family_name, ip_sort_key
 from lbipam.pools import sharing_conflict as _why_not
+from lbipam.state import LbState
 
-STATE_VERSION = 1
 ReasonCode = Literal[
     "NoMatchingPool",  # no pool of the family selects the service
     "PoolDisabled",  # the only pools that would serve it are disabled
@@ -44,55 +42,6 @@ ReasonCode = Literal[
     "InUseByNetwork",  # routed by the network: refused, or held and flagged
     "Revoked",  # an address it held is no longer valid (the message says why)
 ]
-
-
-@dataclass(frozen=True)
-class LbState:
-    """Service key ("namespace/name") -> its addresses; the only thing to persist."""
-
-    assignments: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        doc = {"version": STATE_VERSION, "assignments": self.to_mapping()}
-        return json.dumps(doc, indent=1) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> LbState:
-        """Parse and check a document; ValueError says what is wrong with it."""
-        return cls.from_mapping(load_versioned(text, STATE_VERSION).get("assignments", {}))
-
-    def to_mapping(self) -> dict[str, list[str]]:
-        return {k: [str(ip) for ip in v] for k, v in sorted(self.assignments.items())}
-
-    @classmethod
-    def from_mapping(cls, raw: object) -> LbState:
-        """The `assignments` object of a document; ValueError says what is wrong."""
-        if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
-            raise ValueError("assignments must map service keys to lists of addresses")
-        try:
-            state = cls(
-                {str(k): tuple(ipaddress.ip_address(ip) for ip in v) for k, v in raw.items()}
-            )
-        except ValueError as e:
-            raise ValueError(f"malformed address ({e})") from None
-        problems = state.problems()
-        if problems:
-            raise ValueError("inconsistent: " + "; ".join(problems))
-        return state
-
-    def problems(self) -> list[str]:
-        """Broken invariants: bad keys, two addresses of one family for one service."""
-        out = []
-        for key, ips in sorted(self.assignments.items()):
-            ns, _, name = key.partition("/")
-            try:
-                Service(ns, name)
-            except ValueError:
-                out.append(f"service key {key!r} is not namespace/name")
-            versions = [ip.version for ip in ips]
-            if len(set(versions)) != len(versions):
-                out.append(f"service {key} holds two addresses of one family")
-        return out
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from typing import Any, Literal, TypeVar
 
 from bgpd.documents import load_versioned
 from bgpd.errors import KrouteError
-from lbipam.allocator import LbState, Result, allocate
+from lbipam.allocator import Result, allocate
 from lbipam.documents import DocumentError, pool_from_doc, service_from_doc
 from lbipam.pools import Network, Pool, Service
+from lbipam.state import LbState
 
 DOCUMENT_VERSION = 1
 CONFIG_ORDER_STEP = 1e-6  # config pools first seen together keep their order in the file
