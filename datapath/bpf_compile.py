@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,63 @@ def program_text() -> str:
     return text
 
 
+TIME_EXCEEDED = 11
+SYSCTL_DIR = "/proc/sys/net/ipv4"
+
+
+@dataclass(frozen=True)
+class IcmpRateLimit:
+    """The kernel's limits on the ICMP errors it sends (net.ipv4.icmp_* sysctls, kernel
+    defaults here), which the programs apply to the time exceeded they send in its place."""
+
+    ratelimit_ms: int = 1000  # per sender: one per this interval after a burst of 6
+    ratemask: int = 6168  # ICMP types limited at all (bit 11: time exceeded)
+    msgs_per_sec: int = 1000  # all senders together ...
+    msgs_burst: int = 50  # ... with this burst
+
+    @classmethod
+    def from_sysctls(cls, sysctl_dir: str = SYSCTL_DIR) -> IcmpRateLimit:
+        """The calling process's network namespace's values (defaults where one is absent)."""
+        values: dict[str, int] = {}
+        for name in ("ratelimit_ms", "ratemask", "msgs_per_sec", "msgs_burst"):
+            path = Path(sysctl_dir, "icmp_" + name.removesuffix("_ms"))
+            try:
+                values[name] = int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+        return cls(**values)
+
+    def cflags(self) -> list[str]:
+        """The TE_* flags of bpf/ttl_expired.h: a type outside the mask is not limited."""
+        limited = bool(self.ratemask >> TIME_EXCEEDED & 1)
+        peer_ns = max(self.ratelimit_ms, 0) * 1_000_000 if limited else 0
+        global_cost = 1_000_000_000 // self.msgs_per_sec if limited and self.msgs_per_sec > 0 else 0
+        return [
+            f"-DTE_PEER_INTERVAL_NS={peer_ns}ull",
+            f"-DTE_GLOBAL_COST_NS={global_cost}ull",
+            f"-DTE_GLOBAL_BURST={max(self.msgs_burst, 0)}ull",
+        ]
+
+
 _compile_lock = threading.Lock()
-_compiled: dict[tuple[str, int, int, int, int], Any] = {}
+_compiled: dict[tuple[str, int, int, int, int, IcmpRateLimit], Any] = {}
 
 
 def compile_programs(
-    pin_dir: str, max_local_pods: int, max_remote_routes: int, max_nat: int, node_ip: int = 0
+    pin_dir: str,
+    max_local_pods: int,
+    max_remote_routes: int,
+    max_nat: int,
+    node_ip: int = 0,
+    *,
+    icmp_limit: IcmpRateLimit | None = None,
 ) -> Any:
     """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared.
     `node_ip`: the node's IPv4 address in network byte order, as the source of the ICMP
-    errors the programs send (0: they leave those packets to the stack)."""
-    key = (pin_dir, max_local_pods, max_remote_routes, max_nat, node_ip)
+    errors the programs send (0: they leave those packets to the stack), within
+    `icmp_limit` (default: this network namespace's sysctls)."""
+    limit = icmp_limit or IcmpRateLimit.from_sysctls()
+    key = (pin_dir, max_local_pods, max_remote_routes, max_nat, node_ip, limit)
     with _compile_lock:
         if key in _compiled:
             return _compiled[key]
@@ -62,6 +109,7 @@ def compile_programs(
             f"-DMAX_LOCAL_PODS={max_local_pods}",
             f"-DMAX_REMOTE_ROUTES={max_remote_routes}",
             f"-DNODE_IP={node_ip}u",
+            *limit.cflags(),
         ]
         try:
             bpf = BPF(text=program_text().encode(), cflags=cflags)

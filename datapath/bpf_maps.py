@@ -35,6 +35,7 @@ COUNTER_NAMES: tuple[str, ...] = (
     "masq_dropped_ip_options",
     "masq_dropped_no_pod",
     "ttl_exceeded_sent",
+    "ttl_exceeded_rate_limited",
 )
 """Counter slots of `forward.c`, in slot order (enum CNT_*)."""
 

@@ -62,7 +62,8 @@ enum {
     CNT_MASQ_DROP_OPTIONS = 15, // IPv4 options (ihl > 5) from a pod to the outside
     CNT_MASQ_DROP_NO_POD = 16,  // translated back to a pod that is not on this node
     CNT_TTL_EXCEEDED_SENT = 17, // a pod's TTL expired here: time exceeded sent back
-    CNT_MAX = 18,
+    CNT_TTL_EXCEEDED_LIMITED = 18, // ... but over the ICMP rate limits: dropped
+    CNT_MAX = 19,
 };
 
 struct local_pod {

@@ -10,12 +10,27 @@
 // (Ethernet addresses swapped); any other sender (a pod on another node, whose packet
 // expires on its way into a local pod) along kroute's route to it, as from_pod forwards.
 // Never for an ICMP error (RFC 1122 3.2.2), a non-first fragment, IP options, or a sender
-// no route leads to. Unlike the kernel's, these replies are not rate-limited: at most one
-// reply, smaller than the packet, per expiring packet.
+// no route leads to. Rate-limited as the kernel limits its own (icmp_ratelimit,
+// icmp_ratemask, icmp_msgs_per_sec, icmp_msgs_burst, read from the node's sysctls at load
+// into the TE_* flags): per sender a burst of 6 then one per interval, and all senders
+// together msgs_per_sec with a burst (per CPU here); a packet over the limit is dropped
+// and counted, as the kernel drops it.
 
 #ifndef NODE_IP
 #define NODE_IP 0
 #endif
+
+#ifndef TE_PEER_INTERVAL_NS
+#define TE_PEER_INTERVAL_NS 1000000000ull  // net.ipv4.icmp_ratelimit (ms) in ns; 0: off
+#endif
+#ifndef TE_GLOBAL_COST_NS
+#define TE_GLOBAL_COST_NS 1000000ull  // 1 s / net.ipv4.icmp_msgs_per_sec; 0: off
+#endif
+#ifndef TE_GLOBAL_BURST
+#define TE_GLOBAL_BURST 50ull  // net.ipv4.icmp_msgs_burst
+#endif
+#define TE_PEER_BURST 6ull  // the kernel's XRLIM_BURST_FACTOR
+#define TE_PEERS 4096       // senders remembered (least recently used ones forgotten)
 
 #define TE_PROTO_ICMP 1
 #define TE_QUOTE 28  // the original IPv4 header (no options) and 8 bytes of its payload
@@ -29,6 +44,54 @@ struct te_reply {
     u32 unused;
     u8 quote[TE_QUOTE];
 } __attribute__((packed));
+
+// Credit in nanoseconds, as the kernel's xrlim_allow keeps it in jiffies: it grows with
+// time up to `burst` sends and each send spends `cost`. A zeroed bucket starts full.
+struct te_bucket {
+    u64 last_ns;
+    u64 credit_ns;
+};
+
+BPF_TABLE("lru_hash", u32, struct te_bucket, te_peers, TE_PEERS);
+BPF_PERCPU_ARRAY(te_global, struct te_bucket, 1);
+
+static __always_inline int te_take(struct te_bucket *b, u64 now, u64 cost, u64 burst)
+{
+    u64 credit = b->credit_ns + (now - b->last_ns);
+    if (credit > burst * cost)
+        credit = burst * cost;
+    b->last_ns = now;
+    if (credit < cost) {
+        b->credit_ns = credit;
+        return 0;
+    }
+    b->credit_ns = credit - cost;
+    return 1;
+}
+
+// 1 when a time exceeded to `sender` is within the limits (and spends from them).
+static __always_inline int te_allowed(u32 sender)
+{
+    u64 now = bpf_ktime_get_ns();
+    if (TE_PEER_INTERVAL_NS) {
+        struct te_bucket *peer = te_peers.lookup(&sender);
+        if (peer) {
+            if (!te_take(peer, now, TE_PEER_INTERVAL_NS, TE_PEER_BURST))
+                return 0;
+        } else {
+            struct te_bucket fresh = {};
+            te_take(&fresh, now, TE_PEER_INTERVAL_NS, TE_PEER_BURST);
+            te_peers.update(&sender, &fresh);
+        }
+    }
+    if (TE_GLOBAL_COST_NS) {
+        u32 zero = 0;
+        struct te_bucket *all = te_global.lookup(&zero);
+        if (!all || !te_take(all, now, TE_GLOBAL_COST_NS, TE_GLOBAL_BURST))
+            return 0;
+    }
+    return 1;
+}
 
 static __always_inline __sum16 csum_fold32(__wsum sum)
 {
@@ -69,6 +132,10 @@ static __always_inline int ttl_expired(struct __sk_buff *skb, int *verdict)
             return 0;
         out_ifindex = rt->ifindex;
         nexthop = rt->nexthop;
+    }
+    if (!te_allowed(sender)) {
+        *verdict = count(CNT_TTL_EXCEEDED_LIMITED, TC_ACT_SHOT);
+        return 1;
     }
     struct te_reply reply = {};
     if (bpf_skb_load_bytes(skb, ETH_HLEN, reply.quote, TE_QUOTE) < 0)

@@ -179,6 +179,30 @@ def test_bpf_pods_talk_across_nodes_with_forwarding_off(make_lab: LabFactory) ->
     # Both nodes answer a traceroute with forwarding off: a as the pod's first hop, b for
     # a packet expiring on its way into its pod (sent back along b's route to a's pod).
     assert traceroute(a.pod_ns, b.pod_ip) == [a.ip, b.ip, b.pod_ip]
+    # A burst of probes expiring at node a: its answers are limited as the kernel's are
+    # (a burst of 6 per sender, one traceroute probe of which is spent already).
+    before = datapath_of(a)["counters"]
+    burst = sh(
+        a.pod_ns,
+        "ping",
+        "-n",
+        "-t",
+        "1",
+        "-c",
+        "20",
+        "-i",
+        "0.002",
+        "-W",
+        "1",
+        b.pod_ip,
+        check=False,  # no echo reply: ping exits 1
+    )
+    answered = burst.count("Time to live exceeded")
+    after = datapath_of(a)["counters"]
+    assert isinstance(before, dict) and isinstance(after, dict)
+    assert 4 <= answered <= 7, burst
+    assert after["ttl_exceeded_sent"] - before["ttl_exceeded_sent"] == answered
+    assert after["ttl_exceeded_rate_limited"] - before["ttl_exceeded_rate_limited"] == 20 - answered
 
     for node in (a, b):
         shown = datapath_of(node)

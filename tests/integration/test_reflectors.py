@@ -72,17 +72,6 @@ def test_stopping_one_of_two_reflectors_loses_no_client_route(make_lab: LabFacto
         assert rr1.pod_cidr not in routes  # the stopped node itself is gone
 
 
-def _attach(lab: labmod.Lab, ns: str, address: str) -> None:
-    """A namespace on the lab's LAN at `address`."""
-    lan_if = f"x{secrets.token_hex(3)}"
-    net.add_netns(ns)
-    net.add_veth(ns, "eth0", lab.plan.lan_ns, lan_if)
-    net.run(["ip", "-n", lab.plan.lan_ns, "link", "set", lan_if, "master", "br0", "up"])
-    prefix = lab.plan.subnet.split("/")[1]
-    net.run(["ip", "-n", ns, "addr", "add", f"{address}/{prefix}", "dev", "eth0"])
-    net.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-
-
 def _through_reflector(lab: labmod.Lab, node: NodePlan, rr_ip: str) -> bool:
     """The node's one peer is the reflector, established, and every other node's pod
     CIDR is in its kernel and learned from the reflector (not a stale mesh path kept
@@ -112,7 +101,7 @@ def test_kroute_nodes_as_clients_of_an_external_reflector(
     lab: labmod.Lab = make_lab(3)
     rr_ns = f"{unique_name}-rr"
     rr_ip = lab.plan.subnet.rsplit(".", 1)[0] + ".250"
-    _attach(lab, rr_ns, rr_ip)
+    net.join_lan(lab.plan, rr_ns, f"x{secrets.token_hex(3)}", rr_ip)
     with tempfile.TemporaryDirectory(prefix=f"kroute-{kind}-rr-") as workdir:
         Path(workdir).chmod(0o755)  # FRR drops to its own user
         reflector = make_router(
