@@ -1,6 +1,10 @@
 # Every target runs scripts/setup first (idempotent and quick when nothing changed).
 VENV := .venv/bin
 PYTEST_FLAGS ?=
+# Tests run on two workers (pytest-xdist): most of their time is waiting on BGP timers and
+# traffic, and every test builds its own uniquely named namespaces. PYTEST_JOBS=0: serial.
+PYTEST_JOBS ?= 2
+PYTEST := $(VENV)/pytest -n $(PYTEST_JOBS) $(PYTEST_FLAGS)
 
 .PHONY: setup lab lab-down test test-unit test-integration test-e2e lint bench clean
 
@@ -14,16 +18,16 @@ lab-down: setup
 	$(VENV)/kroute lab down
 
 test: setup
-	$(VENV)/pytest $(PYTEST_FLAGS) tests
+	$(PYTEST) tests
 
 test-unit: setup
-	$(VENV)/pytest $(PYTEST_FLAGS) tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: setup
-	$(VENV)/pytest $(PYTEST_FLAGS) tests/integration
+	$(PYTEST) tests/integration
 
 test-e2e: setup
-	$(VENV)/pytest $(PYTEST_FLAGS) tests/e2e
+	$(PYTEST) tests/e2e
 
 lint: setup
 	$(VENV)/ruff check .
