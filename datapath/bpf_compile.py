@@ -83,8 +83,9 @@ def compile_programs(
     """The loaded `bcc.BPF` for `pin_dir`: compiled once per process, then shared.
     `node_ip`: the node's IPv4 address in network byte order, as the source of the ICMP
     errors the programs send (0: they leave those packets to the stack), within
-    `icmp_limit` (default: this network namespace's sysctls)."""
-    limit = icmp_limit or IcmpRateLimit.from_sysctls()
+    `icmp_limit` (default: the sysctls of the namespace this process runs in, the node's
+    for the daemon; without a node IP they are never used, so not read)."""
+    limit = icmp_limit or (IcmpRateLimit.from_sysctls() if node_ip else IcmpRateLimit())
     key = (pin_dir, max_local_pods, max_remote_routes, max_nat, node_ip, limit)
     with _compile_lock:
         if key in _compiled:

@@ -182,21 +182,8 @@ def test_bpf_pods_talk_across_nodes_with_forwarding_off(make_lab: LabFactory) ->
     # A burst of probes expiring at node a: its answers are limited as the kernel's are
     # (a burst of 6 per sender, one traceroute probe of which is spent already).
     before = datapath_of(a)["counters"]
-    burst = sh(
-        a.pod_ns,
-        "ping",
-        "-n",
-        "-t",
-        "1",
-        "-c",
-        "20",
-        "-i",
-        "0.002",
-        "-W",
-        "1",
-        b.pod_ip,
-        check=False,  # no echo reply: ping exits 1
-    )
+    probes = ["ping", "-n", "-t", "1", "-c", "20", "-i", "0.002", "-W", "1", b.pod_ip]
+    burst = sh(a.pod_ns, *probes, check=False)  # no echo reply comes back: ping exits 1
     answered = burst.count("Time to live exceeded")
     after = datapath_of(a)["counters"]
     assert isinstance(before, dict) and isinstance(after, dict)

@@ -89,7 +89,8 @@ def _through_reflector(lab: labmod.Lab, node: NodePlan, rr_ip: str) -> bool:
         if routes.get(other.pod_cidr) != f"via {other.ip}":
             return False
         paths = learned.get(other.pod_cidr, {}).get("paths", [])
-        if [p["peer"] for p in paths] != [rr_ip]:  # type: ignore[attr-defined]
+        assert isinstance(paths, list)
+        if [p["peer"] for p in paths] != [rr_ip]:
             return False
     return True
 

@@ -35,8 +35,3 @@ def test_time_exceeded_outside_the_mask_or_zero_limits_turn_limiting_off() -> No
     assert flags(unmasked)["TE_GLOBAL_COST_NS"] == "0ull"
     zero = flags(IcmpRateLimit(ratelimit_ms=0, msgs_per_sec=0))
     assert zero["TE_PEER_INTERVAL_NS"] == "0ull" and zero["TE_GLOBAL_COST_NS"] == "0ull"
-
-
-def test_this_machines_sysctls_are_readable() -> None:
-    limit = IcmpRateLimit.from_sysctls()
-    assert limit.ratelimit_ms >= 0 and limit.msgs_per_sec >= 0
