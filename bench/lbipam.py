@@ -233,8 +233,8 @@ def store_figures(pools: list[Pool], services: list[Service], in_use: list[Netwo
     import asyncio
     import tempfile
 
-    from bgpd.lb import LoadBalancers
-    from bgpd.lb_store import FileLbStore
+    from bgpd.lb.allocation import LoadBalancers
+    from bgpd.lb.store import FileLbStore
     from lbipam import IPS_ANNOTATION, SHARING_KEY_ANNOTATION
     from lbipam.shared import apply_pools, apply_services
 

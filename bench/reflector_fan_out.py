@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from bench.harness import SETUP_TIMEOUT, quiet, say, stop
-from bgpd.client import fetch_status
-from bgpd.errors import KrouteError
+from bgpd.cli.client import fetch_status
+from common.errors import KrouteError
 from lab import health, net, procs
 from lab import lab as labmod
 from lab.plan import ASN, NodePlan

@@ -36,8 +36,8 @@ import yaml
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-from bgpd.client import call, fetch_status, request
-from bgpd.errors import KrouteError
+from bgpd.cli.client import call, fetch_status, request
+from common.errors import KrouteError
 from lab import health, nodes, procs
 from lab import lab as labmod
 from lab.bench_results import record

@@ -19,27 +19,27 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from bgpd.advertise import PeerAdvertisements, Reflector, desired_advertisements
-from bgpd.cluster import ClusterState
-from bgpd.config import Config
-from bgpd.datapath_sync import DatapathSync
-from bgpd.desired import desired_kernel_routes
-from bgpd.drain import Drain
-from bgpd.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
-from bgpd.exabgp_conf import SpeakerSpec
-from bgpd.health import Health
-from bgpd.lb import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
-from bgpd.lb_store import LbStore, MemoryLbStore
-from bgpd.lb_sync import LbSync
-from bgpd.metrics import reconcile_histogram
-from bgpd.node_facts import local_facts, speaker_spec
-from bgpd.overlay_sync import OverlayRouting
-from bgpd.peer_config import PrefixKind
-from bgpd.peers import own_cluster_id, resolve_peers
-from bgpd.rib import Path as RibPath
-from bgpd.rib import Rib, best_next_hops
-from bgpd.sessions import PeerStatus, Sessions
-from bgpd.speaker import EventHandler, ExaBGPSpeaker, Speaker
+from bgpd.bgp.advertise import PeerAdvertisements, Reflector, desired_advertisements
+from bgpd.bgp.drain import Drain
+from bgpd.bgp.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
+from bgpd.bgp.exabgp_conf import SpeakerSpec
+from bgpd.bgp.node_facts import local_facts, speaker_spec
+from bgpd.bgp.peers import own_cluster_id, resolve_peers
+from bgpd.bgp.rib import Path as RibPath
+from bgpd.bgp.rib import Rib, best_next_hops
+from bgpd.bgp.sessions import PeerStatus, Sessions
+from bgpd.bgp.speaker import EventHandler, ExaBGPSpeaker, Speaker
+from bgpd.cluster.state import ClusterState
+from bgpd.config.model import Config
+from bgpd.config.peers import PrefixKind
+from bgpd.health import Health, reconcile_histogram
+from bgpd.lb.allocation import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
+from bgpd.lb.store import LbStore, MemoryLbStore
+from bgpd.lb.sync import LbSync
+from bgpd.reconcile.datapath import DatapathSync
+from bgpd.reconcile.desired import desired_kernel_routes
+from bgpd.reconcile.overlay import OverlayRouting
+from bgpd.reload import reload as reload_config
 from datapath.loopback import FakeLoopback, LoopbackAddresses
 from datapath.routes import KernelRoute, KernelRouteReconciler, KernelRoutes
 from lbipam import Pool
@@ -139,9 +139,7 @@ class Daemon:
         """Re-read the config file (SIGHUP, `kroute reload`); errors refuse it."""
         if self.config_path is None:
             return ["this daemon was started without a config file; nothing to reload"]
-        from bgpd.reload import reload
-
-        return reload(self, self.config_path)
+        return reload_config(self, self.config_path)
 
     def apply_file_config(self, config: Config) -> None:
         """A reloaded file: allocations and members stay, the rest follows the file."""
@@ -247,6 +245,13 @@ class Daemon:
             self.sessions.on_eor(event)
             if self.adopted and self.sessions.all_eor():
                 self._end_adoption("all-peers-eor")
+
+    def session_held(self, ip: str) -> bool:
+        """Established, or restarting with its routes held by graceful restart."""
+        status = self.peers.get(ipaddress.ip_address(ip))
+        return status is not None and (
+            status.state == "established" or status.stale_timer is not None
+        )
 
     def _teardown(self, peer: IPAddress, cease_subcode: int) -> None:
         self.speaker.teardown(peer, cease_subcode)

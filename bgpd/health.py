@@ -16,10 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bgpd.errors import KrouteError
+from prometheus_client import Histogram
+
+from common.errors import KrouteError
 
 Clock = Callable[[], float]
 DurationObserver = Callable[[str, float], None]
+RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -135,3 +138,15 @@ def render(kind: str, checks: list[Check], *, verbose: bool) -> tuple[int, str]:
     lines = [check.line() for check in checks]
     lines.append(f"{kind} check passed" if ok else f"{kind} check failed")
     return (200 if ok else 503), "\n".join(lines) + "\n"
+
+
+def reconcile_histogram() -> Histogram:
+    """Reconcile run durations per reconciler, registered nowhere: the
+    daemon's metrics collector yields it."""
+    return Histogram(
+        "kroute_reconcile_duration_seconds",
+        "Duration of one reconcile run, by reconciler.",
+        labelnames=["reconciler"],
+        buckets=RECONCILE_BUCKETS,
+        registry=None,
+    )

@@ -8,17 +8,38 @@ cases the running state stays as it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from bgpd.config import Config, load_config
-from bgpd.errors import ConfigError
-
-if TYPE_CHECKING:
-    from bgpd.daemon import Daemon
+from bgpd.config.model import Config, load_config
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class FileConfigHolder(Protocol):
+    @property
+    def base(self) -> Config:
+        """The file's config as last applied (before the cluster source filled it in)."""
+        ...
+
+
+class Reloadable(Protocol):
+    """What reload needs of the daemon: handed in by the daemon, which imports this
+    module, never imported back."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def cluster(self) -> FileConfigHolder | None: ...
+
+    @property
+    def peers(self) -> Sized: ...
+
+    def apply_file_config(self, config: Config) -> None: ...
+
 
 FIXED: dict[str, Callable[[Config], object]] = {
     "node.name": lambda c: c.node.name,
@@ -47,7 +68,7 @@ def restart_required(old: Config, new: Config) -> list[str]:
     ]
 
 
-def reload(daemon: Daemon, path: str | Path) -> list[str]:
+def reload(daemon: Reloadable, path: str | Path) -> list[str]:
     """Apply `path` to `daemon`; returns the errors that refused it (empty: applied)."""
     try:
         config = load_config(path)

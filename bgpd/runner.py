@@ -7,17 +7,17 @@ import functools
 import logging
 from pathlib import Path
 
-from bgpd.cluster import ClusterState
-from bgpd.config import Config
+from bgpd.api.datapath_metrics import DatapathCollector
+from bgpd.api.metrics import add_collector
+from bgpd.api.sdnotify import notifier_for
+from bgpd.api.status import StatusServer
+from bgpd.cluster.state import ClusterState
+from bgpd.config.model import Config
 from bgpd.daemon import Daemon
-from bgpd.datapath_host import NetlinkHost
-from bgpd.datapath_metrics import DatapathCollector
-from bgpd.datapath_sync import DatapathSync
-from bgpd.lb_store import make_lb_store
-from bgpd.metrics import add_collector
-from bgpd.overlay_sync import OverlayRouting
-from bgpd.sdnotify import notifier_for
-from bgpd.status import StatusServer
+from bgpd.lb.configured_store import make_lb_store
+from bgpd.reconcile.datapath import DatapathSync
+from bgpd.reconcile.host import NetlinkHost
+from bgpd.reconcile.overlay import OverlayRouting
 from datapath.loader import BpfDatapath
 from datapath.loopback import KernelLoopback
 from datapath.netlink import NetlinkKernelRoutes

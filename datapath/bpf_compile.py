@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.bpf_pins import check_pins, fs_type
 
 BPF_DIR = Path(__file__).with_name("bpf")

@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.bpf_maps import COUNTER_NAMES
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/kroute"

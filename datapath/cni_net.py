@@ -25,7 +25,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from ipam.allocator import IPAddress
 
 GATEWAY_V4 = ipaddress.IPv4Address("169.254.1.1")
@@ -116,7 +116,7 @@ def _sysctl(path: str, value: str | None = None) -> str:
 
 
 class KernelPodNetwork:
-    """`datapath.cni.PodNetwork` on the real kernel."""
+    """`bgpd.cni.PodNetwork` on the real kernel."""
 
     def add(self, wiring: PodWiring) -> Wired:
         try:

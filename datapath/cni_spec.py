@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgpd.errors import AllocationError, KrouteError
+from common.errors import AllocationError, KrouteError
 from datapath.cni_net import DEFAULT_MTU, GATEWAY_V4, GATEWAY_V6, PodWiring, Wired
 from ipam.allocator import pod_key
 

@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.netlink import NETLINK_GET_STRICT_CHK, SOL_NETLINK, open_route_socket
 from datapath.netlink_codec import (
     HDR,

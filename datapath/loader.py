@@ -40,7 +40,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.bpf_compile import compile_programs
 from datapath.bpf_maps import (
     COUNTER_NAMES,
@@ -57,7 +57,7 @@ from datapath.masq_bpf import BpfMasquerade, addr, u32
 from datapath.tc_hooks import FILTER_PREFIX, HOOKS, TcHooks
 
 INGRESS = HOOKS["ingress"]
-"""Kept for bgpd/datapath_host.py; new code: `datapath.tc_hooks.TcHooks.detach_everywhere`
+"""Kept for bgpd/reconcile/host.py; new code: `datapath.tc_hooks.TcHooks.detach_everywhere`
 (which also removes the egress masquerade program)."""
 __all__ = ["FILTER_PREFIX", "INGRESS", "BpfDatapath"]
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.masq import MasqueradeSpec, NatEntry, NatTimeouts, expired, masquerade_line
 from datapath.tc_hooks import TcHooks
 

@@ -21,7 +21,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.netlink_codec import (
     FAMILY,
     HDR,

@@ -17,7 +17,7 @@ import logging
 import subprocess
 from typing import Any
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.masq import MasqueradeSpec, masquerade_line
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.overlay_plan import OverlayPeer, VxlanSpec
 from datapath.overlay_state import (
     DeviceState,

@@ -7,7 +7,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.overlay_plan import OverlayPeer, VxlanSpec
 from datapath.overlay_state import DeviceState, OverlaySync, SyncPlan, Underlay, wanted_addresses
 

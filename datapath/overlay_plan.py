@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from bgpd.errors import ConfigError
+from common.errors import ConfigError
 from datapath.routes import Address, KernelRoute, Network, valid_ifname
 
 RoutingMode: TypeAlias = Literal["native", "vxlan"]
@@ -272,7 +272,7 @@ def plan_routes(
     remotes: Sequence[RemoteNode],
     desired: Mapping[Network, KernelRoute],
 ) -> RoutePlan:
-    """Decide every route of `desired` (bgpd.desired.desired_kernel_routes' output: next
+    """Decide every route of `desired` (bgpd.reconcile.desired.desired_kernel_routes' output: next
     hops are what BGP learned, normally node underlay addresses). Blackholes and routes
     already on a device pass unchanged (`local`). Work is per distinct next-hop set, so
     100k routes over a few nodes cost little more than building the routes."""

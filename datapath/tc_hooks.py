@@ -12,7 +12,7 @@ import errno
 import logging
 from typing import Any
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Two layers:
   file under flock; the default and the lab's), `MemoryIpamStore` (tests), and
   `ipam.etcd_store` (import it explicitly; it needs an etcd client).
 
-Errors are `bgpd.errors.AllocationError` (exhaustion, bad names) and its subclasses
+Errors are `common.errors.AllocationError` (exhaustion, bad names) and its subclasses
 `StoreError` / `StoreCorruptError` (the store failed; the stored state is never reset).
 """
 

@@ -9,7 +9,7 @@ and nothing is changed or released. Replaying a request is safe: allocation is i
 per node and per (container ID, interface), which also covers a write whose reply was lost.
 
 `EtcdConnection` (endpoint failover, TLS and client certificates, user/password auth,
-bounded retries) is shared with `bgpd.membership`.
+bounded retries) is shared with `bgpd.cluster.membership`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import aetcd
 import grpc
 from aetcd import rpc
 
-from bgpd.errors import KrouteError
+from common.errors import KrouteError
 from ipam.allocator import IpamState
 from ipam.store import Mutation, StoreCorruptError, StoreError, TransactionalStore, transact
 

@@ -17,7 +17,7 @@ import abc
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from ipam.allocator import (
     ClusterPool,
     Family,

@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bgpd.client import call
-from bgpd.errors import KrouteError
+from bgpd.cli.client import call
+from common.errors import KrouteError
 from lab import net
 from lab.plan import LabError, LabPlan, NodePlan, with_allocations
 from lab.render import render_config

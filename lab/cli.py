@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bgpd.output import add_output_flag, render
+from bgpd.cli.output import add_output_flag, render
 from lab import lab, net, nodes, rows, upstream
 from lab.plan import DATAPATHS, DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
 from lab.subnets import OVERLAYS, SUBNET_COUNTS

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bgpd.client import fetch_status
-from bgpd.errors import KrouteError
+from bgpd.cli.client import fetch_status
+from common.errors import KrouteError
 from lab.plan import LabError, LabPlan, NodePlan
 
 

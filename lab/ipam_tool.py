@@ -4,7 +4,7 @@ pod IPs from the store a node config names, printing JSON.
 The lab must know each node's block and its pod's IP before the daemons start (to wire
 the pods), and must get them from exactly the store and pool the daemons use, or a node
 would route to a block its daemon never announces. So this loads a node config the way
-`kroute run` does (`bgpd.config.load_config`, `bgpd.cluster.make_store` and
+`kroute run` does (`bgpd.config.model.load_config`, `bgpd.cluster.state.make_store` and
 `cluster_pool`) and asks the store, in the order given: node blocks are idempotent, so
 the daemon later gets the same block back. It runs inside a lab namespace (through
 nsenter), where the lab's etcd is reachable; the file store works from there too, so both
@@ -23,9 +23,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bgpd.cluster import cluster_pool, make_store
-from bgpd.config import load_config
-from bgpd.errors import KrouteError
+from bgpd.cluster.state import cluster_pool, make_store
+from bgpd.config.model import load_config
+from common.errors import KrouteError
 from ipam.allocator import ClusterPool
 from ipam.store import IpamStore
 

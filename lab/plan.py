@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bgpd.errors import KrouteError
+from common.errors import KrouteError
 from lab.subnets import BRIDGES, OVERLAYS, SUBNET_COUNTS, node_host
 
 LAB_ROOT = Path("/run/kroute/lab")

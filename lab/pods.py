@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bgpd.client import call
-from bgpd.errors import KrouteError
+from bgpd.cli.client import call
+from common.errors import KrouteError
 from lab import net
 from lab.ipam_tool import POD_IFNAME
 from lab.plan import LabError, NodePlan

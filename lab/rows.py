@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from bgpd.client import fetch_status
-from bgpd.errors import KrouteError
+from bgpd.cli.client import fetch_status
+from common.errors import KrouteError
 from lab import health
 from lab.lab import Lab, all_labs
 from lab.plan import LabError, LabPlan, NodePlan

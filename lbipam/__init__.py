@@ -11,7 +11,7 @@ Inputs (frozen, validated values; `lbipam.pools`, `lbipam.selectors`):
 - `Service(namespace, name, labels, ports, ip_families, traffic_policy, nodes,
   requested_ips, sharing_key, selector, request_error)`, `key` = "namespace/name".
 - Documents (camelCase, as in kroute's config): `parse_pool(s)`, `parse_service(s)`,
-  `parse_requested_ips`; errors are `DocumentError` (a `bgpd.errors.ConfigError` and a
+  `parse_requested_ips`; errors are `DocumentError` (a `common.errors.ConfigError` and a
   ValueError) with one line per problem naming the field path.
 
 Allocation (`lbipam.allocator`):

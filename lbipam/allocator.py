@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from lbipam.pools import IPAddress, Network, Pool, Service, family_name, ip_sort_key
 from lbipam.pools import sharing_conflict as _why_not
 from lbipam.state import LbState

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bgpd.errors import ConfigError
+from common.errors import ConfigError
 from lbipam.pools import (
     IPS_ANNOTATION,
     SHARING_KEY_ANNOTATION,

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-from bgpd.documents import load_versioned
-from bgpd.errors import KrouteError
+from common.documents import load_versioned
+from common.errors import KrouteError
 from lbipam.allocator import Result, allocate
 from lbipam.documents import DocumentError, pool_from_doc, service_from_doc
 from lbipam.pools import Network, Pool, Service

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bgpd.documents import load_versioned
+from common.documents import load_versioned
 from lbipam.pools import IPAddress, Service
 
 STATE_VERSION = 1

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from ipam.allocator import ClusterPool
 from ipam.file_store import FileIpamStore
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from bgpd.client import fetch_status
-from bgpd.errors import KrouteError
+from bgpd.cli.client import fetch_status
+from common.errors import KrouteError
 from tests.netns_fixtures import ip, netns
 
 NODE_IP = "10.88.0.1"

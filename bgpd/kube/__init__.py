@@ -1,5 +1,5 @@
 """Kubernetes as kroute's cluster source (`cluster.source: kubernetes`) and the LB-IPAM
-operator. Only `bgpd.runner`, `bgpd.cluster` (the IPAM store), `bgpd.cli` (the operator
+operator. Only `bgpd.runner`, `bgpd.cluster.state` (the IPAM store), `bgpd.cli.main` (the operator
 command, status lines) and the tests import from here.
 
 - `informer.Informer`: list + watch of one resource in a thread that only feeds an

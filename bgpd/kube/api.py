@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from bgpd.errors import KrouteError
+from common.errors import KrouteError
 
 GROUP, VERSION = "kroute.io", "v1alpha1"
 POOLS, PEERS = "loadbalancerippools", "bgppeers"

@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
-from bgpd.cluster import ClusterState
-from bgpd.config import ClusterNode, Config
-from bgpd.errors import KrouteError
+from bgpd.cluster.state import ClusterState
+from bgpd.config.model import ClusterNode, Config
 from bgpd.kube.api import GROUP, PEERS, POOLS, VERSION, Obj, api_client
 from bgpd.kube.informer import Informer
 from bgpd.kube.ipam_store import KEY, NAME, NAMESPACE
 from bgpd.kube.nodes import KubeNode, cluster_nodes, crd_peers, member, parse_node
 from bgpd.kube.services import announced_service_docs, pool_docs
+from common.errors import KrouteError
 from ipam.allocator import IpamState
 
 if TYPE_CHECKING:
-    from bgpd.daemon import Daemon
+    from bgpd.cluster.state import ClusterFollower
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class KubeClusterState(ClusterState):
         blocks[self.base.node.name] = tuple(map(str, self.blocks))
         return blocks
 
-    def follow(self, daemon: Daemon) -> None:
+    def follow(self, daemon: ClusterFollower) -> None:
         """Reconfigure `daemon` after API changes; the `membership` heartbeat beats while
         that runs (an API server outage included: the informers retry)."""
         task = asyncio.create_task(self._follow(daemon), name="kube-follow")
@@ -183,7 +183,7 @@ class KubeClusterState(ClusterState):
         heartbeat = daemon.health.register("membership", timeout)
         self._tasks.append(asyncio.create_task(self._supervise(task, heartbeat)))
 
-    async def _follow(self, daemon: Daemon) -> None:
+    async def _follow(self, daemon: ClusterFollower) -> None:
         assert self._changed is not None
         while True:
             await self._changed.wait()
@@ -194,7 +194,7 @@ class KubeClusterState(ClusterState):
             except Exception:  # one bad change must not stop following the cluster
                 log.exception("event=kube-reconfigure-failed")
 
-    def _apply(self, daemon: Daemon) -> None:
+    def _apply(self, daemon: ClusterFollower) -> None:
         config = self.effective()
         if config != daemon.config:
             log.info(

@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bgpd.config import ClusterNode
+from bgpd.cluster.membership import Member
+from bgpd.config.model import ClusterNode
+from bgpd.config.peers import PeerConfig
 from bgpd.kube.api import Obj
-from bgpd.membership import Member
-from bgpd.peer_config import PeerConfig
 
 log = logging.getLogger(__name__)
 
@@ -173,5 +173,5 @@ def cluster_nodes(
 
 
 def member(node: KubeNode, default_asn: int) -> Member:
-    """The node as `bgpd.membership` sees members (for `kroute nodes`)."""
+    """The node as `bgpd.cluster.membership` sees members (for `kroute nodes`)."""
     return Member(node.name, str(node.ip), str(node.ip), node.asn or default_asn, node.pod_cidrs)

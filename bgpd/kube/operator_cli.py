@@ -11,8 +11,8 @@ import socket
 
 from aiohttp import web
 
-from bgpd.config import parse_listen
-from bgpd.output import command
+from bgpd.cli.output import command
+from bgpd.config.model import parse_listen
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from tests.bpf_fixtures import PYTHON, Topology, nsenter, ready_process, run, topology
 
 pytestmark = [

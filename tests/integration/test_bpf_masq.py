@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.masq import NatTimeouts
 from tests.bpf_fixtures import EXTERNAL_IP, PYTHON, REPO, Topology, nsenter, topology
 from tests.masq_fixtures import (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.bpf_maps import COUNTER_NAMES
 from datapath.bpf_pins import check_pins, pinned_shape
 

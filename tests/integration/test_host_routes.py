@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.host_routes import HostRoute, dump_host_routes
 from tests.netns_fixtures import add_link, ip, netns
 

@@ -80,7 +80,16 @@ def test_hostile_routes_are_refused_counted_and_explained() -> None:
         assert f"blackhole {NODE_CIDR}" in kernel
         routes = json.loads(
             subprocess.run(
-                [sys.executable, "-m", "bgpd.cli", "routes", "-o", "json", "--socket", node.socket],
+                [
+                    sys.executable,
+                    "-m",
+                    "bgpd.cli",
+                    "routes",
+                    "-o",
+                    "json",
+                    "--socket",
+                    node.socket,
+                ],
                 check=True,
                 capture_output=True,
                 text=True,

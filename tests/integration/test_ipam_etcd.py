@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from ipam.allocator import ClusterPool, IpamState
 from ipam.etcd_store import EtcdIpamStore, StoreUnavailableError
 from tests.etcd_fixtures import EtcdServer, etcd_server, free_port

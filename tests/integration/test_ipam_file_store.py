@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from ipam.allocator import IpamState
 from ipam.file_store import FileIpamStore
 from ipam.store import StoreCorruptError, StoreError

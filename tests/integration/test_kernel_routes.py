@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.netlink import NetlinkKernelRoutes
 from datapath.routes import ApplyResult, KernelRoute, KernelRouteReconciler, RouteChanges
 from tests.netns_fixtures import add_link, ip, netns

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-from bgpd.cli_format import format_status
+from bgpd.cli.tables import format_status
 from bgpd.kube.api import MERGE_PATCH
 from tests.k8s import apis
 from tests.k8s.cluster import KubeCluster, kube_cluster

@@ -13,9 +13,9 @@ from typing import Any
 import aetcd
 import pytest
 
-from bgpd.lb import LoadBalancers, parse_lb_pools
-from bgpd.lb_etcd import DEFAULT_KEY, EtcdLbStore
-from bgpd.lb_store import FileLbStore, LbStore, LbStoreError
+from bgpd.lb.allocation import LoadBalancers, parse_lb_pools
+from bgpd.lb.etcd_store import DEFAULT_KEY, EtcdLbStore
+from bgpd.lb.store import FileLbStore, LbStore, LbStoreError
 from ipam.etcd_store import EtcdAccess
 from lbipam.shared import LbDocument, apply_pools, apply_services
 from tests.etcd_fixtures import EtcdServer, etcd_server

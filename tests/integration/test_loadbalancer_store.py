@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bgpd.cli import main
-from bgpd.client import call
+from bgpd.cli.client import call
+from bgpd.cli.main import main
 from lab import lab as labmod
 from tests.integration.conftest import LabFactory
 from tests.integration.test_loadbalancer import upstream_hops

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import aetcd
 import pytest
 
-from bgpd.membership import EtcdMembership, FakeCluster, FakeMembership, Member
+from bgpd.cluster.membership import EtcdMembership, FakeCluster, FakeMembership, Member
 from tests.etcd_fixtures import EtcdServer, etcd_server
 
 N1 = Member("n1", "10.0.0.1", "10.0.0.1", 65000, ("10.244.1.0/24",))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.overlay import VxlanOverlay
 from datapath.overlay_plan import (
     LocalNode,

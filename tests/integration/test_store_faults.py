@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bgpd.client import call, fetch_status
-from bgpd.errors import KrouteError
+from bgpd.cli.client import call, fetch_status
+from common.errors import KrouteError
 from lab.plan import NodePlan
 from tests.integration.conftest import LabFactory
 from tests.kroute_node import Injector, node_with_injectors, wait_until

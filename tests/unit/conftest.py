@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from bgpd.advertise import PeerAdvertisements
-from bgpd.config import Config, parse_config
+from bgpd.bgp.advertise import PeerAdvertisements
+from bgpd.bgp.events import Event
+from bgpd.bgp.exabgp_conf import SpeakerSpec
+from bgpd.bgp.speaker import SpeakerInfo
+from bgpd.config.model import Config, parse_config
 from bgpd.daemon import Daemon
-from bgpd.events import Event
-from bgpd.exabgp_conf import SpeakerSpec
-from bgpd.speaker import SpeakerInfo
 from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
 
@@ -133,7 +133,7 @@ def cluster_config(tmp_path: Path) -> Config:
 
 
 class FakeSpeaker:
-    """In-memory `bgpd.speaker.Speaker`: records what the daemon asks it to advertise (per
+    """In-memory `bgpd.bgp.speaker.Speaker`: records what the daemon asks it to advertise (per
     peer, with attributes) and which sessions it tears down, and lets a test inject events
     as exabgp would deliver them."""
 

@@ -1,4 +1,4 @@
-"""bgpd.advertise.desired_advertisements: our prefixes per export policy, drain, and
+"""bgpd.bgp.advertise.desired_advertisements: our prefixes per export policy, drain, and
 route reflection as RFC 4456 says."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from bgpd.advertise import (
+from bgpd.bgp.advertise import (
     DRAIN_LOCAL_PREF,
     GRACEFUL_SHUTDOWN,
     Advertisement,
     Reflector,
     desired_advertisements,
 )
-from bgpd.events import PathAttributes
-from bgpd.peer_config import ALL_KINDS, PrefixKind
-from bgpd.peers import EXTERNAL, IBGP_PEER, REFLECTOR, RR_CLIENT, ExportRules, Peer
-from bgpd.rib import IPAddress, Network, Path
+from bgpd.bgp.events import PathAttributes
+from bgpd.bgp.peers import EXTERNAL, IBGP_PEER, REFLECTOR, RR_CLIENT, ExportRules, Peer
+from bgpd.bgp.rib import IPAddress, Network, Path
+from bgpd.config.peers import ALL_KINDS, PrefixKind
 
 ASN = 64512
 CLUSTER_ID = "10.0.0.1"

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from bgpd import cli
-from bgpd.cli import READ_COMMANDS, build_parser, main
-from bgpd.status import build_app
+from bgpd.api.status import build_app
+from bgpd.cli import main as cli
+from bgpd.cli.main import READ_COMMANDS, build_parser, main
 from tests.unit import test_metrics
 from tests.unit.test_metrics import MakeDaemon
 

@@ -1,11 +1,11 @@
-"""bgpd.cli_datapath: the `kroute status` datapath lines and `kroute datapath` table."""
+"""bgpd.cli.datapath: the `kroute status` datapath lines and `kroute datapath` table."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bgpd.cli import build_parser
-from bgpd.cli_datapath import format_datapath, status_lines
+from bgpd.cli.datapath import format_datapath, status_lines
+from bgpd.cli.main import build_parser
 
 BPF: dict[str, Any] = {
     "hostRouting": "BPF",

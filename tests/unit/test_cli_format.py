@@ -1,4 +1,4 @@
-"""bgpd.cli: the `kroute peers` / `kroute status` tables, the socket path, check-config."""
+"""bgpd.cli.main: the `kroute peers` / `kroute status` tables, the socket path, check-config."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from bgpd import cli
-from bgpd.cli import main
-from bgpd.cli_format import format_peers, format_status
-from bgpd.client import socket_path
-from bgpd.config import DEFAULT_SOCKET, parse_config
+from bgpd.api.status import status_report
+from bgpd.bgp.events import PathAttributes, PeerOpen, PeerState, RoutesUpdate
+from bgpd.cli import main as cli
+from bgpd.cli.client import socket_path
+from bgpd.cli.main import main
+from bgpd.cli.tables import format_peers, format_status
+from bgpd.config.model import DEFAULT_SOCKET, parse_config
 from bgpd.daemon import Daemon
-from bgpd.events import PathAttributes, PeerOpen, PeerState, RoutesUpdate
-from bgpd.status import status_report
 from datapath.routes import FakeKernelRoutes
 from tests.unit.conftest import CIDR_B, NODE_B, FakeSpeaker, cluster_data, settle
 

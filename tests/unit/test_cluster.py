@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from bgpd.cluster import ClusterState, effective_config, visible_members
-from bgpd.config import Config, parse_config
-from bgpd.errors import KrouteError
-from bgpd.membership import Member
-from bgpd.peers import cluster_prefixes, resolve_peers
+from bgpd.bgp.peers import cluster_prefixes, resolve_peers
+from bgpd.cluster.membership import Member
+from bgpd.cluster.state import ClusterState, effective_config, visible_members
+from bgpd.config.model import Config, parse_config
+from common.errors import KrouteError
 
 POOL = "10.240.0.0/16"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bgpd.config import Config, parse_config
-from bgpd.errors import DatapathError
-from datapath.cni import Deps, run
+from bgpd.cni import Deps, run
+from bgpd.config.model import Config, parse_config
+from common.errors import DatapathError
 from datapath.cni_net import PodWiring, Wired
 from ipam.allocator import ClusterPool, IpamState, allocate_node_blocks
 from ipam.memory_store import MemoryIpamStore
@@ -232,7 +232,7 @@ class FakeDaemon:
         self.up = True
 
     def add(self, socket: str, ip: str, host_if: str) -> str:
-        from bgpd.errors import KrouteError
+        from common.errors import KrouteError
 
         if not self.up:
             raise KrouteError(f"cannot reach kroute at {socket}")
@@ -260,7 +260,7 @@ def bpf_world(tmp_path: Path) -> tuple[World, FakeDaemon]:
 
 
 def _bpf_on() -> Any:
-    from bgpd.datapath_config import BpfConfig
+    from bgpd.config.datapath import BpfConfig
 
     return BpfConfig(enabled=True)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from datapath.cni import run
+from bgpd.cni import run
 from datapath.cni_spec import (
     SUPPORTED_VERSIONS,
     CniError,

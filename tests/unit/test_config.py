@@ -1,4 +1,4 @@
-"""bgpd.config: good files load with derived defaults; bad files give one ConfigError with
+"""bgpd.config.model: good files load with derived defaults; bad files give one ConfigError with
 one line per problem, each naming the field."""
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from bgpd.config import DEFAULT_RUN_DIR, DEFAULT_SOCKET, load_config, parse_config, parse_listen
-from bgpd.errors import ConfigError, KrouteError
+from bgpd.config.model import (
+    DEFAULT_RUN_DIR,
+    DEFAULT_SOCKET,
+    load_config,
+    parse_config,
+    parse_listen,
+)
+from common.errors import ConfigError, KrouteError
 from tests.unit.conftest import CIDR_A, NODE_A, NODE_B, NODE_C, cluster_data
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bgpd.cli import main
-from bgpd.config_reference import reference, rows, undocumented
+from bgpd.cli.main import main
+from bgpd.config.reference import reference, rows, undocumented
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bgpd.advertise import GRACEFUL_SHUTDOWN, Advertisement
+from bgpd.api.status import status_report
+from bgpd.bgp.advertise import GRACEFUL_SHUTDOWN, Advertisement
+from bgpd.bgp.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
 from bgpd.daemon import Daemon
-from bgpd.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
-from bgpd.status import status_report
 from datapath.routes import FakeKernelRoutes, KernelRoute
 from tests.unit.conftest import (
     CIDR_A,

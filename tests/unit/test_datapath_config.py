@@ -1,4 +1,4 @@
-"""bgpd.datapath_config: the routing and datapath sections load with defaults, and
+"""bgpd.config.datapath: the routing and datapath sections load with defaults, and
 impossible combinations are refused with a line naming the field and what to set."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bgpd.config import parse_config
-from bgpd.datapath_config import parse_port_range
-from bgpd.errors import ConfigError
+from bgpd.config.datapath import parse_port_range
+from bgpd.config.model import parse_config
+from common.errors import ConfigError
 from tests.unit.conftest import cluster_data
 
 

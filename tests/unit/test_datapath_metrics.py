@@ -1,13 +1,13 @@
-"""bgpd.datapath_metrics: the datapath's families on a scrape, with BPF and without."""
+"""bgpd.api.datapath_metrics: the datapath's families on a scrape, with BPF and without."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bgpd.datapath_host import StaticHost
-from bgpd.datapath_metrics import DatapathCollector
-from bgpd.datapath_sync import DatapathSync
+from bgpd.api.datapath_metrics import DatapathCollector
+from bgpd.reconcile.datapath import DatapathSync
+from bgpd.reconcile.host import StaticHost
 from datapath.bpf_maps import FakeBpfDatapath
 from tests.unit.test_datapath_sync import bpf_sync, config, view
 

@@ -1,4 +1,4 @@
-"""bgpd.datapath_sync: desired BPF maps as pure functions of the node's view, and the
+"""bgpd.reconcile.datapath: desired BPF maps as pure functions of the node's view, and the
 reconciler against the in-memory datapath and host, also wired into the daemon."""
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from bgpd.config import Config, parse_config
+from bgpd.bgp.events import PathAttributes, PeerOpen, PeerState, RoutesUpdate
+from bgpd.config.model import Config, parse_config
 from bgpd.daemon import Daemon
-from bgpd.datapath_host import GatewayRoute, HostLink, HostView, StaticHost
-from bgpd.datapath_sync import (
+from bgpd.reconcile.datapath import (
     DatapathSync,
     desired_local_pods,
     desired_remote_routes,
     device_for,
     underlay_devices,
 )
-from bgpd.errors import DatapathError
-from bgpd.events import PathAttributes, PeerOpen, PeerState, RoutesUpdate
+from bgpd.reconcile.host import GatewayRoute, HostLink, HostView, StaticHost
+from common.errors import DatapathError
 from datapath.bpf_maps import FakeBpfDatapath, LocalPod, RemoteRoute
 from datapath.routes import FakeKernelRoutes, KernelRoute
 from tests.unit.conftest import (

@@ -1,11 +1,11 @@
-"""bgpd.desired.desired_kernel_routes: own CIDRs are blackholes and win; learned routes
+"""bgpd.reconcile.desired.desired_kernel_routes: own CIDRs are blackholes and win; learned routes
 replace adopted ones; adopted routes stay otherwise."""
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
-from bgpd.desired import desired_kernel_routes
+from bgpd.reconcile.desired import desired_kernel_routes
 from datapath.routes import KernelRoute
 
 Network = IPv4Network | IPv6Network

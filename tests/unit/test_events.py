@@ -1,4 +1,4 @@
-"""bgpd.events.parse_line: real ExaBGP 5.0.15 lines give typed events; anything else gives
+"""bgpd.bgp.events.parse_line: real ExaBGP 5.0.15 lines give typed events; anything else gives
 Malformed or Ignored and never an exception."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgpd.events import (
+from bgpd.bgp.events import (
     Ack,
     EndOfRib,
     Event,

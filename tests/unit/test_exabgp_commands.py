@@ -1,4 +1,4 @@
-"""bgpd.exabgp_commands: the exabgp API text for announcing, withdrawing, End-of-RIB and
+"""bgpd.bgp.exabgp_commands: the exabgp API text for announcing, withdrawing, End-of-RIB and
 teardown (replaces test_speaker_commands.py: command generation moved out of the speaker)."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 
 import pytest
 
-from bgpd.advertise import Advertisement
-from bgpd.config_types import Network
-from bgpd.exabgp_commands import (
+from bgpd.bgp.advertise import Advertisement
+from bgpd.bgp.exabgp_commands import (
     NLRI_BATCH,
     announce_commands,
     attributes_text,
@@ -17,7 +16,8 @@ from bgpd.exabgp_commands import (
     teardown_command,
     withdraw_commands,
 )
-from bgpd.speaker import SpeakerInfo
+from bgpd.bgp.speaker import SpeakerInfo
+from bgpd.config.types import Network
 
 PEER = IPv4Address("10.0.0.2")
 PEER6 = IPv6Address("fd00::2")

@@ -19,10 +19,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgpd.config import Config, load_config, parse_config
+from bgpd.api.status import build_app
+from bgpd.config.model import Config, load_config, parse_config
 from bgpd.daemon import Daemon
-from bgpd.errors import ConfigError
-from bgpd.status import build_app
+from common.errors import ConfigError
 from datapath.cni_spec import CniError, parse_netconf, parse_request
 from datapath.routes import FakeKernelRoutes
 from lbipam.documents import DocumentError, parse_pools, parse_services

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bgpd.cluster import ClusterState
+from bgpd.api.status import build_app
+from bgpd.cluster.membership import FakeMembership
+from bgpd.cluster.state import ClusterState
 from bgpd.daemon import Daemon
-from bgpd.errors import KrouteError
 from bgpd.health import Check, Health, render
-from bgpd.membership import FakeMembership
-from bgpd.status import build_app
+from common.errors import KrouteError
 from datapath.routes import FakeKernelRoutes, RouteChanges
 from tests.unit import test_metrics
 from tests.unit.conftest import NODE_B, settle

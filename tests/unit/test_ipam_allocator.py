@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from ipam.allocator import (
     ClusterPool,
     IpamState,

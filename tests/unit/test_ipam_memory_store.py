@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from ipam import ClusterPool, IpamStore, MemoryIpamStore, StoreError, transact
 from ipam.allocator import IpamState, allocate_node_blocks
 

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
-from bgpd.config import Config, parse_config
+from bgpd.config.model import Config, parse_config
 from bgpd.daemon import Daemon
 from bgpd.health import Health
 from bgpd.kube.api import MERGE_PATCH, api_client

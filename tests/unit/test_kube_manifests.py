@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bgpd.config import parse_config
+from bgpd.config.model import parse_config
 from bgpd.kube.lease import LeaseElector
 
 K8S_VERSION = "1.33.0"

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from bgpd.config import parse_config
+from bgpd.config.model import parse_config
 from bgpd.kube.api import api_client
 from bgpd.kube.cluster import KubeClusterState
 from bgpd.kube.lease import LeaseElector

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import yaml
 
-from bgpd.config import Config, load_config
+from bgpd.config.model import Config, load_config
 from bgpd.daemon import Daemon
 from bgpd.reload import reload
 

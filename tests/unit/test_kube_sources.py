@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from bgpd.config import Config, parse_config
-from bgpd.errors import ConfigError
+from bgpd.bgp.peers import resolve_peers
+from bgpd.cli.kube_status import kube_status_lines
+from bgpd.config.model import Config, parse_config
 from bgpd.kube.cluster import kube_effective_config
 from bgpd.kube.services import announced_service_docs, handled, pool_docs
-from bgpd.kube.status_lines import kube_status_lines
-from bgpd.lb import parse_lb_pools, parse_lb_services
-from bgpd.peers import resolve_peers
+from bgpd.lb.allocation import parse_lb_pools, parse_lb_services
+from common.errors import ConfigError
 from tests.k8s.objects import (
     bgp_peer,
     endpoint_slice,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bgpd.config import parse_config
+from bgpd.config.model import parse_config
 from lab import health, lab, net, procs
 from lab.plan import (
     LabError,

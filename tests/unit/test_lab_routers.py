@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgpd.config import parse_config
+from bgpd.config.model import parse_config
 from lab import health
 from lab.plan import LabError, plan_lab
 from lab.render import render_config

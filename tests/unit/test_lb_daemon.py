@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bgpd.config import parse_config
+from bgpd.bgp.events import PathAttributes, RoutesUpdate
+from bgpd.config.model import parse_config
 from bgpd.daemon import Daemon
-from bgpd.events import PathAttributes, RoutesUpdate
 from datapath.loopback import FakeLoopback
 from tests.unit.conftest import FakeSpeaker, StartDaemon, cluster_data, settle
 
@@ -77,8 +77,8 @@ async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any)
 
 
 async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Path) -> None:
-    from bgpd.lb import LoadBalancers, parse_lb_pools
-    from bgpd.lb_store import MemoryLbStore
+    from bgpd.lb.allocation import LoadBalancers, parse_lb_pools
+    from bgpd.lb.store import MemoryLbStore
 
     store, pools = MemoryLbStore(), parse_lb_pools([POOL])
 
@@ -98,7 +98,7 @@ async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Pat
 
 def test_only_routes_touching_a_pool_start_an_allocation_round(tmp_path: Path) -> None:
     """An upstream's churn elsewhere must not run a store transaction per reconcile."""
-    from bgpd.lb import LoadBalancers, parse_lb_pools
+    from bgpd.lb.allocation import LoadBalancers, parse_lb_pools
 
     lb = LoadBalancers(tmp_path / "lbipam.json", "node-a")
     rounds: list[None] = []

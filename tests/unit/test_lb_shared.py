@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgpd.cli_lb import read_documents
-from bgpd.errors import ConfigError
+from bgpd.cli.lb import read_documents
+from common.errors import ConfigError
 from lbipam import DocumentError, parse_pools, parse_services
 from lbipam.pools import Network
 from lbipam.shared import (

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bgpd.config import parse_config
+from bgpd.api.status import build_app, status_report
+from bgpd.bgp.events import PathAttributes, PeerState, RoutesUpdate
+from bgpd.bgp.policy import NOT_ALLOWED
+from bgpd.config.model import parse_config
 from bgpd.daemon import Daemon
-from bgpd.events import PathAttributes, PeerState, RoutesUpdate
-from bgpd.lb import LoadBalancers, parse_lb_pools, parse_lb_services
-from bgpd.lb_store import LbStoreError, MemoryLbStore
-from bgpd.lb_sync import LbSync
-from bgpd.policy import NOT_ALLOWED
-from bgpd.status import build_app, status_report
+from bgpd.lb.allocation import LoadBalancers, parse_lb_pools, parse_lb_services
+from bgpd.lb.store import LbStoreError, MemoryLbStore
+from bgpd.lb.sync import LbSync
 from datapath.loopback import FakeLoopback
 from datapath.routes import FakeKernelRoutes
 from lbipam import LbState

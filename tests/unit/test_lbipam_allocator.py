@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.errors import AllocationError
+from common.errors import AllocationError
 from lbipam import (
     Block,
     LbState,

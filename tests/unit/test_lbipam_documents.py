@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.errors import ConfigError
+from common.errors import ConfigError
 from lbipam import (
     Block,
     DocumentError,

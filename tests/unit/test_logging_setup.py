@@ -1,4 +1,4 @@
-"""Log lines (bgpd.logging_setup): one line per event, key=value text or JSON."""
+"""Log lines (bgpd.config.logging_setup): one line per event, key=value text or JSON."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bgpd.cli import main
-from bgpd.config import parse_config
-from bgpd.errors import ConfigError
-from bgpd.logging_setup import JsonFormatter, TextFormatter, configure, fields
+from bgpd.cli.main import main
+from bgpd.config.logging_setup import JsonFormatter, TextFormatter, configure, fields
+from bgpd.config.model import parse_config
+from common.errors import ConfigError
 from tests.unit.conftest import cluster_data
 
 

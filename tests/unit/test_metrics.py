@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from bgpd.cluster import ClusterState
+from bgpd.api.metrics import add_collector, registry_for
+from bgpd.api.status import build_app
+from bgpd.cluster.state import ClusterState
 from bgpd.daemon import Daemon
-from bgpd.metrics import add_collector, registry_for
-from bgpd.status import build_app
 from datapath.routes import FakeKernelRoutes
 from ipam.allocator import IpamState
 from tests.unit.conftest import (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgpd.errors import ConfigError
+from common.errors import ConfigError
 from datapath.overlay_plan import (
     LocalNode,
     OverlayPeer,

@@ -1,4 +1,4 @@
-"""bgpd.overlay_sync: the daemon's routing-mode step against the in-memory overlay, and
+"""bgpd.reconcile.overlay: the daemon's routing-mode step against the in-memory overlay, and
 overlay routes in the BPF maps."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import ipaddress
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from bgpd.config import Config, parse_config
-from bgpd.datapath_host import HostLink, HostView
-from bgpd.datapath_sync import desired_remote_routes
-from bgpd.overlay_sync import OverlayRouting
+from bgpd.config.model import Config, parse_config
+from bgpd.reconcile.datapath import desired_remote_routes
+from bgpd.reconcile.host import HostLink, HostView
+from bgpd.reconcile.overlay import OverlayRouting
 from datapath.bpf_maps import RemoteRoute
 from datapath.overlay_fake import FakeOverlay
 from datapath.overlay_state import Underlay

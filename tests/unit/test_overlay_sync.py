@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from bgpd.errors import DatapathError
+from common.errors import DatapathError
 from datapath.overlay import VxlanOverlay
 from datapath.overlay_fake import FakeOverlay
 from datapath.overlay_plan import LocalNode, RemoteNode, RoutingSettings, overlay_peers, vxlan_spec

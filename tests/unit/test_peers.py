@@ -1,4 +1,4 @@
-"""bgpd.peers.resolve_peers: who this node peers with and with which policy (full mesh,
+"""bgpd.bgp.peers.resolve_peers: who this node peers with and with which policy (full mesh,
 `mesh: none` with route reflectors, explicit `bgp.peers`), and the config errors of
 explicit peers."""
 
@@ -11,10 +11,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.config import Config, parse_config
-from bgpd.errors import ConfigError
-from bgpd.peer_config import ALL_KINDS
-from bgpd.peers import (
+from bgpd.bgp.peers import (
     EXTERNAL,
     IBGP_PEER,
     MESH,
@@ -27,6 +24,9 @@ from bgpd.peers import (
     own_cluster_id,
     resolve_peers,
 )
+from bgpd.config.model import Config, parse_config
+from bgpd.config.peers import ALL_KINDS
+from common.errors import ConfigError
 from tests.unit.conftest import CIDR_A, CIDR_B, CIDR_C, NODE_A, NODE_B, NODE_C, cluster_data
 
 NODE_D = IPv4Address("10.0.0.4")

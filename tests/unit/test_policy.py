@@ -1,4 +1,4 @@
-"""bgpd.policy.import_verdict: every refusal reason, acceptance, and properties: a prefix
+"""bgpd.bgp.policy.import_verdict: every refusal reason, acceptance, and properties: a prefix
 inside an allow entry that trips no protection is accepted; nothing equal to or inside our
 own pod CIDRs ever is. A less-specific that merely covers our pod CIDR (an aggregate, the
 default route) is judged by the other rules: our blackhole stays the longer match."""
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bgpd.events import PathAttributes
-from bgpd.peers import EXTERNAL, MESH, ImportRules, Peer
-from bgpd.policy import (
+from bgpd.bgp.events import PathAttributes
+from bgpd.bgp.peers import EXTERNAL, MESH, ImportRules, Peer
+from bgpd.bgp.policy import (
     AS_PATH_LOOP,
     CLUSTER_LOOP,
     DEFAULT_ROUTE,

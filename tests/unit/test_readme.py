@@ -26,7 +26,7 @@ def test_upstream_examples_are_what_the_lab_runs() -> None:
 def test_the_kroute_example_passes_check_config() -> None:
     import yaml
 
-    from bgpd.config import parse_config
+    from bgpd.config.model import parse_config
 
     data = yaml.safe_load(examples()["kroute"])
     data["cluster"] = {"nodes": [{"name": "kr-n1", "ip": "172.31.0.1"}]}

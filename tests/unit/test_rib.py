@@ -1,11 +1,11 @@
-"""bgpd.rib: Adj-RIB-In per peer, graceful-restart staleness, best path and ECMP."""
+"""bgpd.bgp.rib: Adj-RIB-In per peer, graceful-restart staleness, best path and ECMP."""
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
-from bgpd.events import PathAttributes, RoutesUpdate
-from bgpd.rib import Path, Rib, Verdict, best_next_hops, best_paths
+from bgpd.bgp.events import PathAttributes, RoutesUpdate
+from bgpd.bgp.rib import Path, Rib, Verdict, best_next_hops, best_paths
 
 PEER_B = IPv4Address("10.0.0.2")
 PEER_C = IPv4Address("10.0.0.3")

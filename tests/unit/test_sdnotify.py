@@ -1,4 +1,4 @@
-"""The systemd notify protocol (bgpd.sdnotify): addresses, the watchdog interval, what
+"""The systemd notify protocol (bgpd.api.sdnotify): addresses, the watchdog interval, what
 is said when, and real datagrams to path and abstract sockets the test owns."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bgpd.errors import KrouteError
+from bgpd.api.sdnotify import Notifier, send, socket_address, watchdog_interval
 from bgpd.health import Health
-from bgpd.sdnotify import Notifier, send, socket_address, watchdog_interval
+from common.errors import KrouteError
 from tests.unit.test_health import FakeClock
 
 

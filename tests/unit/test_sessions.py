@@ -1,4 +1,4 @@
-"""bgpd.sessions.Sessions: import policy on updates, rejected counters, max-prefix shutdown
+"""bgpd.bgp.sessions.Sessions: import policy on updates, rejected counters, max-prefix shutdown
 (graceful-restart staleness is covered through the daemon in test_daemon.py)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 
 import pytest
 
-from bgpd.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
-from bgpd.peers import EXTERNAL, MESH, ImportRules, Peer
-from bgpd.policy import NOT_ALLOWED, OWN_POD_CIDR, LocalFacts
-from bgpd.rib import Rib
-from bgpd.sessions import CEASE_MAX_PREFIX, Sessions
+from bgpd.bgp.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
+from bgpd.bgp.peers import EXTERNAL, MESH, ImportRules, Peer
+from bgpd.bgp.policy import NOT_ALLOWED, OWN_POD_CIDR, LocalFacts
+from bgpd.bgp.rib import Rib
+from bgpd.bgp.sessions import CEASE_MAX_PREFIX, Sessions
 
 ME = IPv4Address("10.0.0.1")
 NODE_B = IPv4Address("10.0.0.2")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bgpd.update_check import check_update
+from bgpd.bgp.update_check import check_update
 from tests import raw_bgp as r
 
 HOP = "192.0.2.1"
