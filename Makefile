@@ -33,6 +33,8 @@ lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+	$(VENV)/mypy scripts/check_layers.py
+	$(VENV)/python scripts/check_layers.py .
 
 bench: setup
 	$(VENV)/python bench/run_all.py

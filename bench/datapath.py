@@ -37,7 +37,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import yaml
 
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from lab import lab as labmod
 from lab.bench_results import record
 from lab.plan import NodePlan

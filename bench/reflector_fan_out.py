@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from bench.harness import SETUP_TIMEOUT, quiet, say, stop
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from common.errors import KrouteError
 from lab import health, net, procs
 from lab import lab as labmod

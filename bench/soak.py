@@ -36,7 +36,7 @@ import yaml
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-from bgpd.cli.client import call, fetch_status, request
+from bgpd.api.client import call, fetch_status, request
 from common.errors import KrouteError
 from lab import health, nodes, procs
 from lab import lab as labmod

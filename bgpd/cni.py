@@ -91,7 +91,7 @@ timeout is minutes)."""
 def daemon_add_pod(socket: str, ip: str, host_if: str) -> str:
     """Ask this node's kroute to map pod `ip` to `host_if` and attach its program now;
     the host routing mode it answers ("BPF" or "Legacy")."""
-    from bgpd.cli.client import call
+    from bgpd.api.client import call
 
     answer = call(
         socket, f"/datapath/pods?ip={ip}&hostIf={host_if}", method="POST", timeout=ADD_POD_TIMEOUT
@@ -100,7 +100,7 @@ def daemon_add_pod(socket: str, ip: str, host_if: str) -> str:
 
 
 def daemon_remove_pod(socket: str, ip: str) -> None:
-    from bgpd.cli.client import call
+    from bgpd.api.client import call
 
     call(socket, f"/datapath/pods/remove?ip={ip}", method="POST")
 

@@ -32,8 +32,9 @@ from bgpd.bgp.speaker import EventHandler, ExaBGPSpeaker, Speaker
 from bgpd.cluster.state import ClusterState
 from bgpd.config.model import Config
 from bgpd.config.peers import PrefixKind
+from bgpd.config.stores import parse_lb_pools, parse_lb_services
 from bgpd.health import Health, reconcile_histogram
-from bgpd.lb.allocation import LoadBalancers, host_prefix, parse_lb_pools, parse_lb_services
+from bgpd.lb.allocation import LoadBalancers, host_prefix
 from bgpd.lb.store import LbStore, MemoryLbStore
 from bgpd.lb.sync import LbSync
 from bgpd.reconcile.datapath import DatapathSync

@@ -31,7 +31,7 @@ async def run_daemon(config: Config, config_path: str | None = None) -> None:
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     cluster = ClusterState(config)
     if config.cluster.source == "kubernetes":
-        from bgpd.kube.cluster import KubeClusterState
+        from bgpd.cluster.kube_source import KubeClusterState
 
         cluster = KubeClusterState(config)
     effective = await cluster.start()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bgpd.cli.client import call
+from bgpd.api.client import call
 from common.errors import KrouteError
 from lab import net
 from lab.plan import LabError, LabPlan, NodePlan, with_allocations

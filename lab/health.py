@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from common.errors import KrouteError
 from lab.plan import LabError, LabPlan, NodePlan
 

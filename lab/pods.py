@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bgpd.cli.client import call
+from bgpd.api.client import call
 from common.errors import KrouteError
 from lab import net
 from lab.ipam_tool import POD_IFNAME

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from common.errors import KrouteError
 from lab import health
 from lab.lab import Lab, all_labs

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from common.errors import KrouteError
 from tests.netns_fixtures import ip, netns
 

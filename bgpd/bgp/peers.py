@@ -70,7 +70,7 @@ def cluster_prefixes(config: Config, lb_pools: Iterable[Pool] | None = None) -> 
     pods = tuple(cidr for node in config.cluster.nodes for cidr in node.pod_cidrs)
     pool = config.ipam.cluster_pool.cidrs if config.ipam.cluster_pool else ()
     if lb_pools is None:
-        from bgpd.lb.allocation import parse_lb_pools
+        from bgpd.config.stores import parse_lb_pools
 
         lb_pools = parse_lb_pools(list(config.load_balancer.pools))
     return pods + pool + config.cluster.service_cidrs + load_balancer_ranges(lb_pools)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bgpd.cli.client import add_target_flags, call, target
+from bgpd.api.client import add_target_flags, call, target
 from bgpd.cli.output import add_output_flag, command, render, text_table
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from bgpd.cli.client import add_target_flags, call, target
+from bgpd.api.client import add_target_flags, call, target
 from bgpd.cli.output import command
 from common.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 Every subcommand's help ends with examples; every command that reads takes
 `-o table|json|yaml` (bgpd.cli.output) and `--socket PATH` or `--address HOST:PORT`
-(bgpd.cli.client); commands that change the node take only `--socket`. Exit codes are
+(bgpd.api.client); commands that change the node take only `--socket`. Exit codes are
 EXIT_CODES below (also in `kroute --help` and the README).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bgpd.cli.client import add_target_flags, call, target
+from bgpd.api.client import add_target_flags, call, target
 from bgpd.cli.datapath import register as register_datapath
 from bgpd.cli.output import EXIT_CODES, add_output_flag, command, render
 from bgpd.cli.tables import (
@@ -208,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     reference_.set_defaults(func=cmd_config_reference)
 
     register_datapath(sub)
+    from bgpd.cli.lab import register
     from bgpd.cli.lb import register as register_lb
-    from bgpd.kube.operator_cli import register as register_operator
-    from lab.cli import register
+    from bgpd.cli.operator import register as register_operator
 
     register_lb(sub)
     register(sub)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from bgpd.config.types import CIDR, Model
+from lbipam import DocumentError, Pool, Service, parse_pools
+from lbipam import parse_services as parse_service_docs
 
 DEFAULT_IPAM_FILE = "/var/lib/kroute/ipam.json"
 
@@ -109,9 +111,6 @@ class LoadBalancerConfig(Model):
 
     @model_validator(mode="after")
     def _documents(self) -> LoadBalancerConfig:
-        from bgpd.lb.allocation import parse_lb_pools, parse_lb_services
-        from lbipam import DocumentError
-
         errors: list[str] = []
         for parse, docs in ((parse_lb_pools, self.pools), (parse_lb_services, self.services)):
             try:
@@ -121,3 +120,12 @@ class LoadBalancerConfig(Model):
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+
+def parse_lb_pools(docs: Any) -> tuple[Pool, ...]:
+    """Pools from `loadBalancer.pools`; their creation time comes from the store."""
+    return parse_pools(docs, "loadBalancer.pools")
+
+
+def parse_lb_services(docs: Any) -> tuple[Service, ...]:
+    return parse_service_docs(docs, "loadBalancer.services")

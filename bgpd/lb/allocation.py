@@ -21,12 +21,10 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from bgpd.config.types import Network
 from bgpd.files import write_atomic
-from lbipam import LbState, Pool, Result, Service, advertisements, parse_pools
-from lbipam import parse_services as parse_service_docs
+from lbipam import LbState, Pool, Result, Service, advertisements
 from lbipam.shared import LbDocument, Round, allocation_round, touching
 
 log = logging.getLogger(__name__)
@@ -34,15 +32,6 @@ log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CONFIG_POOLS = "the config file (loadBalancer.pools)"
 CONFIG_SERVICES = "the config file (loadBalancer.services)"
-
-
-def parse_lb_pools(docs: Any) -> tuple[Pool, ...]:
-    """Pools from `loadBalancer.pools`; their creation time comes from the store."""
-    return parse_pools(docs, "loadBalancer.pools")
-
-
-def parse_lb_services(docs: Any) -> tuple[Service, ...]:
-    return parse_service_docs(docs, "loadBalancer.services")
 
 
 def host_prefix(ip: IPAddress) -> Network:

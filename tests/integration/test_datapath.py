@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgpd.cli.client import call, fetch_status
+from bgpd.api.client import call, fetch_status
 from lab import lab as labmod
 from lab import pods
 from lab.plan import NodePlan

@@ -13,7 +13,8 @@ from typing import Any
 import aetcd
 import pytest
 
-from bgpd.lb.allocation import LoadBalancers, parse_lb_pools
+from bgpd.config.stores import parse_lb_pools
+from bgpd.lb.allocation import LoadBalancers
 from bgpd.lb.etcd_store import DEFAULT_KEY, EtcdLbStore
 from bgpd.lb.store import FileLbStore, LbStore, LbStoreError
 from ipam.etcd_store import EtcdAccess

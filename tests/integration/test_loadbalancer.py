@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bgpd.cli.client import call
+from bgpd.api.client import call
 from lab import lab as labmod
 from tests.integration.conftest import LabFactory
 from tests.watch import wait_for

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.cli.client import call
+from bgpd.api.client import call
 from bgpd.cli.main import main
 from lab import lab as labmod
 from tests.integration.conftest import LabFactory

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.cli.client import call
+from bgpd.api.client import call
 from lab import lab as labmod
 from lab import nodes, procs
 from lab.plan import LEASE_TTL

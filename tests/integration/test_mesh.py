@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from lab import lab as labmod
 from lab import procs
 from tests.watch import RouteWatcher, expected_routes, kernel_routes, wait_for

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bgpd.cli.client import request
+from bgpd.api.client import request
 from tests.kroute_node import NODE_IP, Injector, node_with_injectors, wait_until
 from tests.promql import check_syntax, expressions, metric_names
 from tests.unit.test_metrics import promtool_check

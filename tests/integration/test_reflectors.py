@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgpd.cli.client import call
+from bgpd.api.client import call
 from lab import lab as labmod
 from lab import net, procs
 from lab.plan import NodePlan

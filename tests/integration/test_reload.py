@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bgpd.cli.client import fetch_status
+from bgpd.api.client import fetch_status
 from lab import lab as labmod
 from tests.watch import RouteWatcher, kernel_routes, wait_for
 

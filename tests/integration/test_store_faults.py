@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bgpd.cli.client import call, fetch_status
+from bgpd.api.client import call, fetch_status
 from common.errors import KrouteError
 from lab.plan import NodePlan
 from tests.integration.conftest import LabFactory

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgpd.cli.client import call, fetch_status
+from bgpd.api.client import call, fetch_status
 from lab import lab as labmod
 from lab import procs
 from lab.routers.base import DaemonRouter

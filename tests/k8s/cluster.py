@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from bgpd.cli.client import call, fetch_status
+from bgpd.api.client import call, fetch_status
 from bgpd.kube.api import MERGE_PATCH, api_client
 from tests.k8s import apis
 from tests.k8s.fake_apiserver import FakeApiServer

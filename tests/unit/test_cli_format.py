@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from bgpd.api.client import socket_path
 from bgpd.api.status import status_report
 from bgpd.bgp.events import PathAttributes, PeerOpen, PeerState, RoutesUpdate
 from bgpd.cli import main as cli
-from bgpd.cli.client import socket_path
 from bgpd.cli.main import main
 from bgpd.cli.tables import format_peers, format_status
 from bgpd.config.model import DEFAULT_SOCKET, parse_config

@@ -8,11 +8,11 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
+from bgpd.cluster.kube_source import KubeClusterState
 from bgpd.config.model import Config, parse_config
 from bgpd.daemon import Daemon
 from bgpd.health import Health
 from bgpd.kube.api import MERGE_PATCH, api_client
-from bgpd.kube.cluster import KubeClusterState
 from tests.k8s import apis
 from tests.k8s.fake_apiserver import fake_apiserver
 from tests.k8s.objects import node

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from bgpd.cluster.kube_source import KubeClusterState
 from bgpd.config.model import parse_config
 from bgpd.kube.api import api_client
-from bgpd.kube.cluster import KubeClusterState
 from bgpd.kube.lease import LeaseElector
 from bgpd.kube.operator import Operator
 from tests.k8s import apis

@@ -10,10 +10,10 @@ import pytest
 
 from bgpd.bgp.peers import resolve_peers
 from bgpd.cli.kube_status import kube_status_lines
+from bgpd.cluster.kube_source import kube_effective_config
 from bgpd.config.model import Config, parse_config
-from bgpd.kube.cluster import kube_effective_config
+from bgpd.config.stores import parse_lb_pools, parse_lb_services
 from bgpd.kube.services import announced_service_docs, handled, pool_docs
-from bgpd.lb.allocation import parse_lb_pools, parse_lb_services
 from common.errors import ConfigError
 from tests.k8s.objects import (
     bgp_peer,

@@ -77,7 +77,8 @@ async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any)
 
 
 async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Path) -> None:
-    from bgpd.lb.allocation import LoadBalancers, parse_lb_pools
+    from bgpd.config.stores import parse_lb_pools
+    from bgpd.lb.allocation import LoadBalancers
     from bgpd.lb.store import MemoryLbStore
 
     store, pools = MemoryLbStore(), parse_lb_pools([POOL])
@@ -98,7 +99,8 @@ async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Pat
 
 def test_only_routes_touching_a_pool_start_an_allocation_round(tmp_path: Path) -> None:
     """An upstream's churn elsewhere must not run a store transaction per reconcile."""
-    from bgpd.lb.allocation import LoadBalancers, parse_lb_pools
+    from bgpd.config.stores import parse_lb_pools
+    from bgpd.lb.allocation import LoadBalancers
 
     lb = LoadBalancers(tmp_path / "lbipam.json", "node-a")
     rounds: list[None] = []

@@ -17,8 +17,9 @@ from bgpd.api.status import build_app, status_report
 from bgpd.bgp.events import PathAttributes, PeerState, RoutesUpdate
 from bgpd.bgp.policy import NOT_ALLOWED
 from bgpd.config.model import parse_config
+from bgpd.config.stores import parse_lb_pools, parse_lb_services
 from bgpd.daemon import Daemon
-from bgpd.lb.allocation import LoadBalancers, parse_lb_pools, parse_lb_services
+from bgpd.lb.allocation import LoadBalancers
 from bgpd.lb.store import LbStoreError, MemoryLbStore
 from bgpd.lb.sync import LbSync
 from datapath.loopback import FakeLoopback

@@ -1,7 +1,7 @@
 """`kroute lab up|down|status|exec|restart|add-node|remove-node`: the namespace lab as a
 user drives it.
 
-`register(subparsers)` adds the group to `kroute`; `python -m lab.cli` runs it alone.
+`register(subparsers)` adds the group to `kroute`; `python -m bgpd.cli.lab` runs it alone.
 """
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
+from bgpd.cluster.kube_nodes import KubeNode, cluster_nodes, crd_peers, member, parse_node
 from bgpd.cluster.state import ClusterState
 from bgpd.config.model import ClusterNode, Config
 from bgpd.kube.api import GROUP, PEERS, POOLS, VERSION, Obj, api_client
 from bgpd.kube.informer import Informer
 from bgpd.kube.ipam_store import KEY, NAME, NAMESPACE
-from bgpd.kube.nodes import KubeNode, cluster_nodes, crd_peers, member, parse_node
 from bgpd.kube.services import announced_service_docs, pool_docs
 from common.errors import KrouteError
 from ipam.allocator import IpamState
