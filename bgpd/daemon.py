@@ -35,13 +35,13 @@ from bgpd.config.peers import PrefixKind
 from bgpd.config.stores import parse_lb_pools, parse_lb_services
 from bgpd.health import Health, reconcile_histogram
 from bgpd.lb.allocation import LoadBalancers, host_prefix
-from bgpd.lb.store import LbStore, MemoryLbStore
+from bgpd.lb.store import LbStore
 from bgpd.lb.sync import LbSync
 from bgpd.reconcile.datapath import DatapathSync
 from bgpd.reconcile.desired import desired_kernel_routes
 from bgpd.reconcile.overlay import OverlayRouting
 from bgpd.reload import reload as reload_config
-from datapath.loopback import FakeLoopback, LoopbackAddresses
+from datapath.loopback import LoopbackAddresses
 from datapath.routes import KernelRoute, KernelRouteReconciler, KernelRoutes
 from lbipam import Pool
 
@@ -66,10 +66,10 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         config_path: str | None = None,
         cluster: ClusterState | None = None,
-        loopback: LoopbackAddresses | None = None,
+        loopback: LoopbackAddresses,
         datapath: DatapathSync | None = None,
         routing: OverlayRouting | None = None,
-        lb_store: LbStore | None = None,
+        lb_store: LbStore,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -78,11 +78,11 @@ class Daemon:
         self.started_at = clock()
         self.rib = Rib()
         self.lb = LoadBalancers(Path(config.run_dir) / "lbipam.json", config.node.name)
-        self.loopback = loopback or FakeLoopback()
+        self.loopback = loopback
         self.datapath = datapath
         self.routing = routing
         self._dirty = asyncio.Event()
-        self.lb_sync = LbSync(self.lb, lb_store or MemoryLbStore(), self._dirty.set, clock)
+        self.lb_sync = LbSync(self.lb, lb_store, self._dirty.set, clock)
         self.sessions = Sessions(
             resolve_peers(config),
             self.rib,

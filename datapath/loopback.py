@@ -17,16 +17,6 @@ class LoopbackAddresses(Protocol):
     def sync(self, wanted: Iterable[IPAddress]) -> None: ...
 
 
-class FakeLoopback:
-    """In memory, for unit tests."""
-
-    def __init__(self) -> None:
-        self.addresses: set[IPAddress] = set()
-
-    def sync(self, wanted: Iterable[IPAddress]) -> None:
-        self.addresses = set(wanted)
-
-
 class KernelLoopback:
     """The real thing, in the current network namespace (call it from an executor)."""
 

@@ -10,7 +10,7 @@ Two layers:
   (`allocate_node_blocks`, `release_node`, `allocate_pod_ip`, `release_pod_ip`, `usage`).
 - `ipam.store`: the `IpamStore` Protocol every backend implements with an atomic
   read-modify-write (`TransactionalStore` helps). Backends: `FileIpamStore` (one JSON
-  file under flock; the default and the lab's), `MemoryIpamStore` (tests), and
+  file under flock; the default and the lab's) and
   `ipam.etcd_store` (import it explicitly; it needs an etcd client).
 
 Errors are `common.errors.AllocationError` (exhaustion, bad names) and its subclasses
@@ -31,7 +31,6 @@ from ipam.allocator import (
     usage,
 )
 from ipam.file_store import FileIpamStore
-from ipam.memory_store import MemoryIpamStore
 from ipam.store import IpamStore, StoreCorruptError, StoreError, TransactionalStore, transact
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "IPAddress",
     "IpamState",
     "IpamStore",
-    "MemoryIpamStore",
     "Network",
     "StoreCorruptError",
     "StoreError",

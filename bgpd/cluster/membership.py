@@ -4,7 +4,7 @@ A node `register()`s `/kroute/nodes/<name>` under a lease of `ttl` seconds and k
 the lease alive in a background task; when the node dies the lease expires and the
 record disappears, which is how the other nodes notice (`watch()` yields the new map).
 The etcd plumbing (failover, TLS, auth, bounded retries) is `ipam.etcd_store`'s
-`EtcdConnection`. `FakeMembership` is the in-memory twin for the daemon's unit tests.
+`EtcdConnection`. `tests.fakes.membership` has the in-memory twin for unit tests.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aetcd
@@ -273,57 +273,3 @@ class EtcdMembership:
         """Stop the keepalive and disconnect; our record stays until its lease expires."""
         await self._stop_keepalive()
         await self._conn.close()
-
-
-class FakeMembership:
-    """In-memory membership; instances sharing `cluster` see each other's members."""
-
-    def __init__(self, cluster: FakeCluster | None = None) -> None:
-        self.cluster = cluster if cluster is not None else FakeCluster()
-        self._name: str | None = None
-
-    async def register(self, member: Member) -> None:
-        self._name = member.name
-        self.cluster.set(member)
-
-    async def deregister(self) -> None:
-        if self._name is not None:
-            self.cluster.expire(self._name)
-            self._name = None
-
-    async def members(self) -> dict[str, Member]:
-        return dict(self.cluster.members)
-
-    async def watch(self) -> AsyncIterator[dict[str, Member]]:
-        queue: asyncio.Queue[dict[str, Member]] = asyncio.Queue()
-        self.cluster.watchers.append(queue)
-        try:
-            yield dict(self.cluster.members)
-            while True:
-                yield await queue.get()
-        finally:
-            self.cluster.watchers.remove(queue)
-
-    async def close(self) -> None:
-        self._name = None  # like a crashed node: the record stays until `expire`
-
-
-@dataclass
-class FakeCluster:
-    """The shared state behind `FakeMembership`; tests call `expire` to kill a node."""
-
-    members: dict[str, Member] = field(default_factory=dict)
-    watchers: list[asyncio.Queue[dict[str, Member]]] = field(default_factory=list)
-
-    def set(self, member: Member) -> None:
-        if self.members.get(member.name) != member:
-            self.members[member.name] = member
-            self._notify()
-
-    def expire(self, name: str) -> None:
-        if self.members.pop(name, None) is not None:
-            self._notify()
-
-    def _notify(self) -> None:
-        for queue in self.watchers:
-            queue.put_nowait(dict(self.members))

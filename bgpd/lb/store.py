@@ -3,9 +3,9 @@
 One small Protocol, `LbStore`: `transact(fn)` applies a pure step to the current
 document atomically (etcd: a txn comparing the key's mod_revision, retried when another
 node won; file: the whole read-modify-write under `flock`), and `changes()` yields once
-at start and after every change anyone made. Three implementations: `MemoryLbStore`
-(tests, and a daemon without a shared store), `FileLbStore` (one JSON file shared by the
-nodes of one machine: the lab, a single host) and `EtcdLbStore` (`bgpd.lb.etcd_store`).
+at start and after every change anyone made. Two implementations: `FileLbStore` (one
+JSON file shared by the nodes of one machine: the lab, a single host) and `EtcdLbStore`
+(`bgpd.lb.etcd_store`); unit tests use `tests.fakes.lb_store.MemoryLbStore`.
 
 Which one a daemon uses follows from its config: `bgpd.lb.configured_store`.
 """
@@ -46,40 +46,6 @@ class LbStore(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-class MemoryLbStore:
-    """The document in memory; every `changes()` iterator hears every write."""
-
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.document = LbDocument()
-        self.writes = 0
-        self._listeners: list[asyncio.Event] = []
-
-    async def transact(self, step: Step[T]) -> T:
-        new, result = step(self.document)
-        if new != self.document:
-            self.document, self.writes = new, self.writes + 1
-            for event in self._listeners:
-                event.set()
-        return result
-
-    async def changes(self) -> AsyncIterator[None]:
-        event = asyncio.Event()
-        self._listeners.append(event)
-        try:
-            yield None
-            while True:
-                await event.wait()
-                event.clear()
-                yield None
-        finally:
-            self._listeners.remove(event)
-
-    async def close(self) -> None:
-        return None
 
 
 class FileLbStore:

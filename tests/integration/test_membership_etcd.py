@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import aetcd
 import pytest
 
-from bgpd.cluster.membership import EtcdMembership, FakeCluster, FakeMembership, Member
+from bgpd.cluster.membership import EtcdMembership, Member
 from tests.etcd_fixtures import EtcdServer, etcd_server
+from tests.fakes.membership import FakeCluster, FakeMembership
 
 N1 = Member("n1", "10.0.0.1", "10.0.0.1", 65000, ("10.244.1.0/24",))
 N2 = Member("n2", "10.0.0.2", "10.0.0.2", 65000, ("10.244.2.0/24", "fd00:2::/64"))

@@ -18,8 +18,9 @@ from bgpd.bgp.exabgp_conf import SpeakerSpec
 from bgpd.bgp.speaker import SpeakerInfo
 from bgpd.config.model import Config, parse_config
 from bgpd.daemon import Daemon
-from datapath.loopback import FakeLoopback
-from datapath.routes import FakeKernelRoutes
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.lb_store import MemoryLbStore
+from tests.fakes.loopback import FakeLoopback
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -210,6 +211,7 @@ async def start_daemon(fake_speaker_class: type[FakeSpeaker]) -> AsyncIterator[S
             kernel or FakeKernelRoutes(),
             speaker_factory=fake_speaker_class,
             loopback=FakeLoopback(),
+            lb_store=MemoryLbStore(),
         )
         await daemon.start()
         started.append(daemon)

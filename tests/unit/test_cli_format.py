@@ -17,7 +17,9 @@ from bgpd.cli.main import main
 from bgpd.cli.tables import format_peers, format_status
 from bgpd.config.model import DEFAULT_SOCKET, parse_config
 from bgpd.daemon import Daemon
-from datapath.routes import FakeKernelRoutes
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.lb_store import MemoryLbStore
+from tests.fakes.loopback import FakeLoopback
 from tests.unit.conftest import CIDR_B, NODE_B, FakeSpeaker, cluster_data, settle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +160,13 @@ def test_format_status_not_ready_speaker_down_adoption_pending() -> None:
 
 async def test_formats_accept_a_real_status_report(tmp_path: Path) -> None:
     config = parse_config(cluster_data(tmp_path), host_defaults=True)
-    daemon = Daemon(config, FakeKernelRoutes(), speaker_factory=FakeSpeaker)
+    daemon = Daemon(
+        config,
+        FakeKernelRoutes(),
+        speaker_factory=FakeSpeaker,
+        loopback=FakeLoopback(),
+        lb_store=MemoryLbStore(),
+    )
     await daemon.start()
     try:
         daemon.handle_event(PeerOpen(NODE_B, str(NODE_B), 64512, 9, 120))

@@ -18,8 +18,8 @@ from bgpd.config.model import Config, parse_config
 from common.errors import DatapathError
 from datapath.cni_net import PodWiring, Wired
 from ipam.allocator import ClusterPool, IpamState, allocate_node_blocks
-from ipam.memory_store import MemoryIpamStore
 from ipam.store import IpamStore
+from tests.fakes.ipam_store import MemoryIpamStore
 
 V4 = ipaddress.IPv4Network("10.244.0.0/16")
 V6 = ipaddress.IPv6Network("fd00:244::/48")

@@ -18,7 +18,8 @@ from bgpd.api.status import status_report
 from bgpd.bgp.advertise import GRACEFUL_SHUTDOWN, Advertisement
 from bgpd.bgp.events import EndOfRib, PathAttributes, PeerOpen, PeerState, RoutesUpdate
 from bgpd.daemon import Daemon
-from datapath.routes import FakeKernelRoutes, KernelRoute
+from datapath.routes import KernelRoute
+from tests.fakes.kernel_routes import FakeKernelRoutes
 from tests.unit.conftest import (
     CIDR_A,
     CIDR_B,

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bgpd.api.datapath_metrics import DatapathCollector
 from bgpd.reconcile.datapath import DatapathSync
 from bgpd.reconcile.host import StaticHost
-from datapath.bpf_maps import FakeBpfDatapath
+from tests.fakes.bpf import FakeBpfDatapath
 from tests.unit.test_datapath_sync import bpf_sync, config, view
 
 

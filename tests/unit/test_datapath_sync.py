@@ -22,8 +22,12 @@ from bgpd.reconcile.datapath import (
 )
 from bgpd.reconcile.host import GatewayRoute, HostLink, HostView, StaticHost
 from common.errors import DatapathError
-from datapath.bpf_maps import FakeBpfDatapath, LocalPod, RemoteRoute
-from datapath.routes import FakeKernelRoutes, KernelRoute
+from datapath.bpf_maps import LocalPod, RemoteRoute
+from datapath.routes import KernelRoute
+from tests.fakes.bpf import FakeBpfDatapath
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.lb_store import MemoryLbStore
+from tests.fakes.loopback import FakeLoopback
 from tests.unit.conftest import (
     CIDR_A,
     CIDR_B,
@@ -234,7 +238,14 @@ async def test_daemon_programs_learned_routes_into_the_maps(
     fake = FakeBpfDatapath(ifindexes={"eth0": 2})
     cfg = parse_config({**cluster_data(tmp_path), "datapath": {"bpf": {"enabled": True}}})
     sync = DatapathSync(cfg, host, lambda _: fake)
-    daemon = Daemon(cfg, FakeKernelRoutes(), fake_speaker_class, datapath=sync)
+    daemon = Daemon(
+        cfg,
+        FakeKernelRoutes(),
+        fake_speaker_class,
+        datapath=sync,
+        loopback=FakeLoopback(),
+        lb_store=MemoryLbStore(),
+    )
     await daemon.start()
     try:
         daemon.handle_event(PeerState(NODE_B, "connected"))
@@ -253,7 +264,7 @@ async def test_daemon_programs_learned_routes_into_the_maps(
 
 
 def test_masquerade_uses_bpf_when_loaded_else_nftables_with_the_node_spec() -> None:
-    from datapath.masq import FakeMasquerader
+    from tests.fakes.masq import FakeMasquerader
 
     masq: dict[str, Any] = {"enabled": True}
     data = cluster_data()

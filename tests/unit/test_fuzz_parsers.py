@@ -24,8 +24,10 @@ from bgpd.config.model import Config, load_config, parse_config
 from bgpd.daemon import Daemon
 from common.errors import ConfigError
 from datapath.cni_spec import CniError, parse_netconf, parse_request
-from datapath.routes import FakeKernelRoutes
 from lbipam.documents import DocumentError, parse_pools, parse_services
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.lb_store import MemoryLbStore
+from tests.fakes.loopback import FakeLoopback
 from tests.unit.conftest import FakeSpeaker, cluster_data
 
 scalars = (
@@ -173,7 +175,13 @@ def status_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port: list[int] = []
 
     async def serve() -> web.AppRunner:
-        daemon = Daemon(config, FakeKernelRoutes(), speaker_factory=FakeSpeaker)
+        daemon = Daemon(
+            config,
+            FakeKernelRoutes(),
+            speaker_factory=FakeSpeaker,
+            loopback=FakeLoopback(),
+            lb_store=MemoryLbStore(),
+        )
         runner = web.AppRunner(build_app(daemon, control=False))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -7,12 +7,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bgpd.api.status import build_app
-from bgpd.cluster.membership import FakeMembership
 from bgpd.cluster.state import ClusterState
 from bgpd.daemon import Daemon
 from bgpd.health import Check, Health, render
 from common.errors import KrouteError
-from datapath.routes import FakeKernelRoutes, RouteChanges
+from datapath.routes import RouteChanges
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.membership import FakeMembership
 from tests.unit import test_metrics
 from tests.unit.conftest import NODE_B, settle
 from tests.unit.test_daemon import down, session_up

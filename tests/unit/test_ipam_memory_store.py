@@ -8,8 +8,9 @@ import ipaddress
 import pytest
 
 from common.errors import AllocationError
-from ipam import ClusterPool, IpamStore, MemoryIpamStore, StoreError, transact
+from ipam import ClusterPool, IpamStore, StoreError, transact
 from ipam.allocator import IpamState, allocate_node_blocks
+from tests.fakes.ipam_store import MemoryIpamStore
 
 POOL = ClusterPool((ipaddress.ip_network("10.244.0.0/16"), ipaddress.ip_network("fd00::/104")))
 

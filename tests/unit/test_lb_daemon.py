@@ -12,7 +12,7 @@ import pytest
 from bgpd.bgp.events import PathAttributes, RoutesUpdate
 from bgpd.config.model import parse_config
 from bgpd.daemon import Daemon
-from datapath.loopback import FakeLoopback
+from tests.fakes.loopback import FakeLoopback
 from tests.unit.conftest import FakeSpeaker, StartDaemon, cluster_data, settle
 
 UPSTREAM = ipaddress.IPv4Address("10.0.0.254")
@@ -79,7 +79,7 @@ async def test_an_address_the_network_routes_is_not_handed_out(daemon_with: Any)
 async def test_pool_age_comes_from_the_store_and_survives_restarts(tmp_path: Path) -> None:
     from bgpd.config.stores import parse_lb_pools
     from bgpd.lb.allocation import LoadBalancers
-    from bgpd.lb.store import MemoryLbStore
+    from tests.fakes.lb_store import MemoryLbStore
 
     store, pools = MemoryLbStore(), parse_lb_pools([POOL])
 

@@ -20,12 +20,13 @@ from bgpd.config.model import parse_config
 from bgpd.config.stores import parse_lb_pools, parse_lb_services
 from bgpd.daemon import Daemon
 from bgpd.lb.allocation import LoadBalancers
-from bgpd.lb.store import LbStoreError, MemoryLbStore
+from bgpd.lb.store import LbStoreError
 from bgpd.lb.sync import LbSync
-from datapath.loopback import FakeLoopback
-from datapath.routes import FakeKernelRoutes
 from lbipam import LbState
 from lbipam.shared import LbDocument, apply_pools, apply_services
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.lb_store import MemoryLbStore
+from tests.fakes.loopback import FakeLoopback
 from tests.unit.conftest import NODE_B, FakeSpeaker, cluster_data, settle, stop_bounded
 
 BLUE = {"name": "blue", "blocks": [{"cidr": "198.51.100.0/29"}]}

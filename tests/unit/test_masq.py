@@ -8,7 +8,6 @@ import ipaddress
 import pytest
 
 from datapath.masq import (
-    FakeMasquerader,
     MasqueradeSpec,
     NatEntry,
     NatTimeouts,
@@ -17,6 +16,7 @@ from datapath.masq import (
     masquerade_line,
 )
 from datapath.nft_masq import ruleset
+from tests.fakes.masq import FakeMasquerader
 
 
 def spec(**kw: object) -> MasqueradeSpec:

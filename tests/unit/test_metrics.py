@@ -19,8 +19,10 @@ from bgpd.api.metrics import add_collector, registry_for
 from bgpd.api.status import build_app
 from bgpd.cluster.state import ClusterState
 from bgpd.daemon import Daemon
-from datapath.routes import FakeKernelRoutes
 from ipam.allocator import IpamState
+from tests.fakes.kernel_routes import FakeKernelRoutes
+from tests.fakes.lb_store import MemoryLbStore
+from tests.fakes.loopback import FakeLoopback
 from tests.unit.conftest import (
     CIDR_A,
     CIDR_B,
@@ -227,8 +229,20 @@ def test_one_registry_per_daemon_and_not_the_global_one(
 ) -> None:
     from prometheus_client import REGISTRY
 
-    daemon = Daemon(cluster_config, FakeKernelRoutes(), speaker_factory=fake_speaker_class)
-    other = Daemon(cluster_config, FakeKernelRoutes(), speaker_factory=fake_speaker_class)
+    daemon = Daemon(
+        cluster_config,
+        FakeKernelRoutes(),
+        speaker_factory=fake_speaker_class,
+        loopback=FakeLoopback(),
+        lb_store=MemoryLbStore(),
+    )
+    other = Daemon(
+        cluster_config,
+        FakeKernelRoutes(),
+        speaker_factory=fake_speaker_class,
+        loopback=FakeLoopback(),
+        lb_store=MemoryLbStore(),
+    )
     assert registry_for(daemon) is registry_for(daemon)
     assert registry_for(daemon) is not registry_for(other)
     assert REGISTRY.get_sample_value("kroute_build_info", {"version": "0.1.0"}) is None

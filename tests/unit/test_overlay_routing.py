@@ -12,9 +12,9 @@ from bgpd.reconcile.datapath import desired_remote_routes
 from bgpd.reconcile.host import HostLink, HostView
 from bgpd.reconcile.overlay import OverlayRouting
 from datapath.bpf_maps import RemoteRoute
-from datapath.overlay_fake import FakeOverlay
 from datapath.overlay_state import Underlay
 from datapath.routes import KernelRoute
+from tests.fakes.overlay import FakeOverlay
 from tests.unit.conftest import CIDR_A, CIDR_B, CIDR_C, NODE_B, NODE_C, cluster_data
 
 LAN = ipaddress.ip_network("10.0.0.0/24")

@@ -9,9 +9,9 @@ import pytest
 
 from common.errors import DatapathError
 from datapath.overlay import VxlanOverlay
-from datapath.overlay_fake import FakeOverlay
 from datapath.overlay_plan import LocalNode, RemoteNode, RoutingSettings, overlay_peers, vxlan_spec
 from datapath.overlay_state import Overlay, diff_fdb, diff_neighbours, identity_mismatch
+from tests.fakes.overlay import FakeOverlay
 
 net = ipaddress.ip_network
 V4 = ipaddress.IPv4Address

@@ -9,13 +9,13 @@ import pytest
 
 from datapath.routes import (
     ApplyResult,
-    FakeKernelRoutes,
     KernelRoute,
     KernelRouteReconciler,
     Network,
     RouteChanges,
     diff_routes,
 )
+from tests.fakes.kernel_routes import FakeKernelRoutes
 
 A = KernelRoute.via("10.1.0.0/24", "10.0.0.2")
 B = KernelRoute.via("10.2.0.0/24", "10.0.0.3", "10.0.0.2")
