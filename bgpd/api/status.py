@@ -40,7 +40,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def status_report(daemon: Daemon) -> dict[str, Any]:
-    """The `/status` document (see the README for every field)."""
+    """The `/status` document (docs/operations.md lists every field)."""
     config = daemon.config
     advertised = sorted(
         {str(p) for advs in daemon.advertised.values() for p in advs if p in daemon.local_prefixes}

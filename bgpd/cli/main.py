@@ -3,7 +3,7 @@
 Every subcommand's help ends with examples; every command that reads takes
 `-o table|json|yaml` (bgpd.cli.output) and `--socket PATH` or `--address HOST:PORT`
 (bgpd.api.client); commands that change the node take only `--socket`. Exit codes are
-EXIT_CODES below (also in `kroute --help` and the README).
+EXIT_CODES below (also in `kroute --help` and docs/operations.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 documented exit codes, and `-o table|json|yaml` on every command that reads.
 
 `table` is for people and may change; `json` and `yaml` print the daemon's answer
-as it is (the documents the README describes), for scripts.
+as it is (the documents docs/operations.md describes), for scripts.
 """
 
 from __future__ import annotations

@@ -104,15 +104,15 @@ MEANINGS = {
     "etcd.passwordFile": "file holding the etcd password (never shown anywhere)",
     "loadBalancer": "LoadBalancer IPs on bare metal",
     "loadBalancer.pools": "pools in the shape of CiliumLoadBalancerIPPool: `name`, `blocks`, "
-    "`serviceSelector`, `disabled`, `allowFirstLastIPs` (README: LoadBalancer IPs)",
+    "`serviceSelector`, `disabled`, `allowFirstLastIPs` ([LoadBalancer IPs](loadbalancer.md))",
     "loadBalancer.services": "services: `namespace`, `name`, `labels`, `ports`, `ipFamilies`, "
-    "`trafficPolicy`, `nodes`, `annotations` (README: LoadBalancer IPs)",
+    "`trafficPolicy`, `nodes`, `annotations` ([LoadBalancer IPs](loadbalancer.md))",
     "kubernetes": "the API server (`cluster.source: kubernetes`)",
     "kubernetes.kubeconfig": "kubeconfig file (default: the pod's service account, in-cluster)",
     "kubernetes.defaultLoadBalancerClass": "serve LoadBalancer services that name no "
     "`loadBalancerClass`",
     "kubernetes.syncTimeout": "seconds to wait for the first list of nodes and services",
-    "routing": "how pod traffic crosses nodes (see the README's datapath section)",
+    "routing": "how pod traffic crosses nodes ([the datapath](datapath.md))",
     "routing.mode": "`native` (routes as BGP learned them) or `vxlan` (through kroute.vxlan "
     "as `routing.overlay` says)",
     "routing.overlay": "`never`, `crossSubnet`, `always` (default `always` in vxlan); only "

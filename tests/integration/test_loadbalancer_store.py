@@ -75,7 +75,7 @@ def test_pool_and_service_applied_with_the_cli(
     wait_for(lambda: conflicts() == {"blue": None, "green": "blue"}, 15, "green to conflict")
 
     # n3 serves nothing: it routes the /32 to the serving nodes itself, store pools being
-    # in the nodes' iBGP import like config pools (README: LoadBalancer IPs).
+    # in the nodes' iBGP import like config pools (docs/loadbalancer.md: Announcing).
     def n3_hops() -> list[str]:
         routes = call(n3.socket_path, "/status")["kernelRoutes"]
         return sorted(h for r in routes if r["prefix"] == prefix for h in r["nexthops"])

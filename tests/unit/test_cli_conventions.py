@@ -94,12 +94,12 @@ def test_mutating_commands_take_only_the_unix_socket(
     assert "unrecognized arguments: --address" in capsys.readouterr().err
 
 
-def test_exit_codes_are_documented_in_help_and_readme() -> None:
+def test_exit_codes_are_documented_in_help_and_operations_page() -> None:
     help_text = build_parser().format_help()
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for code in (cli.EXIT_OK, cli.EXIT_FAIL, cli.EXIT_USAGE):
         assert f"\n  {code}  " in help_text
-        assert f"| {code} |" in readme
+        assert f"| {code} |" in page
 
 
 def test_socket_and_address_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:

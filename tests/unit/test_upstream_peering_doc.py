@@ -1,4 +1,4 @@
-"""The README's upstream router examples are the configs the lab (and so the tests)
+"""The upstream router examples of docs/upstream-peering.md are the configs the lab (and so the tests)
 runs: each block after an `upstream-example` marker equals lab.upstream_examples."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ from pathlib import Path
 
 from lab.upstream_examples import examples
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "upstream-peering.md"
 BLOCK = re.compile(r"<!-- upstream-example: (\w+) -->\n```\w*\n(.*?)```", re.DOTALL)
 
 
 def test_upstream_examples_are_what_the_lab_runs() -> None:
-    shown = dict(BLOCK.findall(README.read_text()))
+    shown = dict(BLOCK.findall(PAGE.read_text()))
     rendered = examples()
     assert set(shown) == set(rendered) == {"kroute", "bird", "frr"}
     for name, text in rendered.items():
         assert shown[name] == text, (
-            f"README's {name} example differs from what the lab renders; "
+            f"docs/upstream-peering.md's {name} example differs from what the lab renders; "
             "paste the output of `python -m lab.upstream_examples`"
         )
 
