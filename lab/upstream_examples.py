@@ -1,6 +1,7 @@
-"""The upstream-router configs docs/upstream-peering.md shows: rendered by the same code, from the
-same plan, as `kroute lab up --upstream bird|frr` (which the integration and e2e tests
-run), so the documentation is what is tested. tests/unit/test_upstream_peering_doc.py compares them."""
+"""The upstream-router configs docs/upstream-peering.md shows: rendered by the same code,
+from the same plan, as `kroute lab up --upstream bird|frr` (which the integration and e2e
+tests run), so the documentation is what is tested; tests/unit/test_upstream_peering_doc.py
+compares them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The upstream router examples of docs/upstream-peering.md are the configs the lab (and so the tests)
-runs: each block after an `upstream-example` marker equals lab.upstream_examples."""
+"""The upstream router examples of docs/upstream-peering.md are the configs the lab (and
+so the tests) runs: each block after an `upstream-example` marker equals
+lab.upstream_examples."""
 
 from __future__ import annotations
 
