@@ -45,8 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
-import ipaddress
 import json
 import os
 import shutil
@@ -58,150 +56,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-# This file is named ipam.py, and Python puts its directory first on sys.path: drop it, so
-# `import ipam` finds the package and not this script.
+# This file is named ipam.py, and Python puts its directory first on sys.path: put the
+# repository root there instead, so `import ipam` finds the package and not this script, and
+# its client imports as bench.ipam_client.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ipam.allocator import ClusterPool, IpamState
-from ipam.etcd_store import EtcdIpamStore
-from ipam.file_store import FileIpamStore
-from ipam.store import TransactionalStore
+from bench.harness import on_sigterm, say
+from bench.ipam_client import POD_NODE, POD_POOL, open_store
+from ipam.allocator import IpamState
 from lab.bench_results import record
 
 REPO = Path(__file__).resolve().parent.parent
-NODE_POOL = ClusterPool((ipaddress.ip_network("10.0.0.0/8"),), mask_v4=24)  # 65,536 blocks
-POD_POOL = ClusterPool((ipaddress.ip_network("10.0.0.0/8"),), mask_v4=16)  # 65,534 IPs/block
-POD_NODE = "bench-node"
-IFNAME = "eth0"
+
 MAX_OPS = 65_000
 KIND_LABEL = {"node": "node block", "pod": "pod IP"}
 
 _started = time.monotonic()
-
-
-def say(message: str) -> None:
-    """Progress on stderr, so stdout holds only the results."""
-    print(f"[{time.monotonic() - _started:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds through every `finally`, like Ctrl-C
-
-
-def open_store(backend: str, target: str, prefix: str) -> TransactionalStore:
-    if backend == "file":
-        return FileIpamStore(target)
-    return EtcdIpamStore([target], prefix=prefix)
-
-
-def payload(size: int) -> bytes:
-    """A JSON document of exactly `size` bytes (at least 12)."""
-    head, tail = b'{"pad": "', b'"}\n'
-    return head + b"x" * max(size - len(head) - len(tail), 0) + tail
-
-
-# -- the client process ------------------------------------------------------------------
-
-
-async def client_case(cmd: dict[str, Any]) -> None:
-    """Prepare one case, say "ready", wait for "go", run it, report stamps and results."""
-    backend, mode, kind = cmd["backend"], cmd["mode"], cmd["kind"]
-    target, prefix, items = cmd["target"], cmd["prefix"], cmd["items"]
-    results: list[str] = []
-    closers: list[Any] = []
-    try:
-        if mode == "store":
-            store = open_store(backend, target, prefix)
-            closers.append(store.close)
-            await store.snapshot()  # connect (etcd) and warm the page cache (file)
-
-            async def run() -> None:
-                for item in items:
-                    if kind == "node":
-                        blocks = await store.allocate_node_blocks(NODE_POOL, item)
-                        results.append(",".join(str(b) for b in blocks))
-                    else:
-                        ip = await store.allocate_pod_ip(POD_POOL, POD_NODE, item, IFNAME)
-                        results.append(str(ip))
-
-        elif backend == "file":
-            sizes = cmd["sizes"]
-            path = Path(target)
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            lock_fd = os.open(f"{target}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            closers.append(lambda: os.close(lock_fd))
-
-            def cycles() -> None:
-                for size in sizes:
-                    data = payload(size)  # microseconds; the store serialises its document
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                    try:
-                        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
-                        try:
-                            view = memoryview(data)
-                            while view:
-                                view = view[os.write(fd, view) :]
-                            os.fsync(fd)
-                        finally:
-                            os.close(fd)
-                        os.replace(tmp, path)
-                        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                        try:
-                            os.fsync(dfd)
-                        finally:
-                            os.close(dfd)
-                    finally:
-                        fcntl.flock(lock_fd, fcntl.LOCK_UN)
-
-            async def run() -> None:
-                cycles()
-
-        else:
-            import aetcd
-
-            sizes = cmd["sizes"]
-            host, port = target.rsplit("//", 1)[1].rsplit(":", 1)
-            client = aetcd.Client(host=host, port=int(port))
-            closers.append(client.close)
-            key = f"{prefix}/put".encode()
-            await client.get(key)  # connect before the clock starts
-
-            async def run() -> None:
-                for size in sizes:
-                    await client.put(key, payload(size))
-
-        emit({"ready": True})
-        go = await asyncio.to_thread(sys.stdin.readline)
-        if go.strip() != "go":
-            raise RuntimeError(f"expected 'go', got {go!r}")
-        t0 = time.monotonic()
-        await run()
-        t1 = time.monotonic()
-        emit({"t0": t0, "t1": t1, "results": results})
-    finally:
-        for close in reversed(closers):
-            outcome = close()
-            if asyncio.iscoroutine(outcome):
-                await outcome
-
-
-def emit(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-def client_main() -> int:
-    """`bench/ipam.py --client`: read one JSON case per line from stdin until EOF."""
-    for line in sys.stdin:
-        try:
-            asyncio.run(client_case(json.loads(line)))
-        except Exception as e:  # report it; the parent stops the run
-            emit({"error": f"{type(e).__name__}: {e}"})
-    return 0
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -213,7 +87,8 @@ class Client:
     def __init__(self, index: int) -> None:
         self.index = index
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--client"],
+            [sys.executable, "-m", "bench.ipam_client"],
+            cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -408,15 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=1000, help="allocations per case (N)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 10], help="client counts")
     parser.add_argument("--stores", nargs="+", choices=("file", "etcd"), default=["file", "etcd"])
-    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.client:
-        return client_main()
     if not 1 <= args.ops <= MAX_OPS:
         parser.error(f"--ops must be 1..{MAX_OPS}")
     if any(not 1 <= c <= args.ops for c in args.clients):
         parser.error("--clients must each be 1..N (--ops)")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     rows: list[Row] = []
     problems: dict[str, list[str]] = {}

@@ -246,3 +246,23 @@ async def settle(
             return True
         await asyncio.sleep(interval)
     return condition()
+
+
+MakeDaemon = Callable[..., Awaitable[Daemon]]
+
+
+@pytest.fixture
+async def make_daemon(tmp_path: Path, start_daemon: StartDaemon) -> MakeDaemon:
+    async def make(
+        kernel: FakeKernelRoutes | None = None,
+        restart_time: int = 1,
+        peers: list[dict[str, Any]] | None = None,
+        service_cidrs: tuple[str, ...] = (),
+    ) -> Daemon:
+        data = cluster_data(tmp_path, restart_time)
+        if peers is not None:
+            data["bgp"]["peers"] = peers
+        data["cluster"]["serviceCIDRs"] = list(service_cidrs)
+        return await start_daemon(data, kernel)
+
+    return make

@@ -16,7 +16,7 @@ from tests.fakes.kernel_routes import FakeKernelRoutes
 from tests.fakes.membership import FakeMembership
 from tests.unit import test_metrics
 from tests.unit.conftest import NODE_B, settle
-from tests.unit.test_daemon import down, session_up
+from tests.unit.daemon_steps import down, session_up
 from tests.unit.test_metrics import MakeDaemon
 
 

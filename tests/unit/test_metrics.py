@@ -33,7 +33,7 @@ from tests.unit.conftest import (
     cluster_data,
     settle,
 )
-from tests.unit.test_daemon import (
+from tests.unit.daemon_steps import (
     EXTRA_B,
     LB_IP,
     OWN,
