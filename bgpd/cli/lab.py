@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bgpd.cli.output import add_output_flag, render
+from bgpd.cli.output import add_output_flag, command, render
 from lab import lab, net, nodes, rows, upstream
 from lab.plan import DATAPATHS, DEFAULT_NAME, DEFAULT_NODES, STORES, UPSTREAM_KINDS, LabError
 from lab.subnets import OVERLAYS, SUBNET_COUNTS
@@ -176,11 +176,11 @@ def _guarded(func: Command) -> Command:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `lab` and its subcommands to the `kroute` command line."""
-    group = subparsers.add_parser(
+    group = command(
+        subparsers,
         "lab",
-        help="network-namespace demo lab: nodes, pods, kroute in each",
-        epilog="examples:\n  kroute lab up && kroute lab status && kroute lab down",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "network-namespace demo lab: nodes, pods, kroute in each",
+        "kroute lab up && kroute lab status && kroute lab down",
     )
     sub = group.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
 
@@ -189,13 +189,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--timeout", type=float, default=90.0, help="seconds to wait for the mesh"
         )
 
-    up = sub.add_parser(
+    up = command(
+        sub,
         "up",
-        help="build the lab and wait for the BGP full mesh",
-        epilog="examples:\n  kroute lab up --nodes 3 --upstream bird\n"
-        "  kroute lab up --store etcd\n"
-        "  kroute lab up --store etcd --subnets 2 --overlay crossSubnet",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "build the lab and wait for the BGP full mesh",
+        "kroute lab up --nodes 3 --upstream bird",
+        "kroute lab up --store etcd",
+        "kroute lab up --store etcd --subnets 2 --overlay crossSubnet",
     )
     up.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     up.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="number of nodes")
@@ -243,40 +243,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     timeout(up)
     up.set_defaults(func=_guarded(cmd_up))
 
-    down = sub.add_parser(
-        "down",
-        help="stop the daemons, remove namespaces and files",
-        epilog="examples:\n  kroute lab down --name kr",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    down = command(
+        sub, "down", "stop the daemons, remove namespaces and files", "kroute lab down --name kr"
     )
     down.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     down.set_defaults(func=_guarded(cmd_down))
 
-    status = sub.add_parser(
+    status = command(
+        sub,
         "status",
-        help="nodes, daemons and sessions (exit 1 unless all are healthy)",
-        epilog="examples:\n  kroute lab status\n  kroute lab status --name kr -o yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "nodes, daemons and sessions (exit 1 unless all are healthy)",
+        "kroute lab status",
+        "kroute lab status --name kr -o yaml",
     )
     status.add_argument("--name", help="lab name (default: every lab)")
     add_output_flag(status)
     status.set_defaults(func=_guarded(cmd_status))
 
-    run = sub.add_parser(
+    run = command(
+        sub,
         "exec",
-        help="run a command in a lab namespace",
-        epilog="examples:\n  kroute lab exec kr-n1-p1 -- ping -c 3 10.200.2.10",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a command in a lab namespace",
+        "kroute lab exec kr-n1-p1 -- ping -c 3 10.200.2.10",
     )
     run.add_argument("namespace", help="a node (kr-n1), pod (kr-n1-p1) or LAN (kr-lan)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     run.set_defaults(func=_guarded(cmd_exec))
 
-    restart = sub.add_parser(
+    restart = command(
+        sub,
         "restart",
-        help="restart one node's kroute and wait for its peers",
-        epilog="examples:\n  kroute lab restart kr-n2\n  kroute lab restart kr-n2 --kill",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "restart one node's kroute and wait for its peers",
+        "kroute lab restart kr-n2",
+        "kroute lab restart kr-n2 --kill",
     )
     restart.add_argument("node", help="node name, for example kr-n2")
     restart.add_argument("--name", help="lab name (default: the lab that has NODE)")
@@ -284,21 +283,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     timeout(restart)
     restart.set_defaults(func=_guarded(cmd_restart))
 
-    add = sub.add_parser(
+    add = command(
+        sub,
         "add-node",
-        help="add a node (with its pod) to a running lab; the others are not restarted",
-        epilog="examples:\n  kroute lab add-node --name kr",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "add a node (with its pod) to a running lab; the others are not restarted",
+        "kroute lab add-node --name kr",
     )
     add.add_argument("--name", default=DEFAULT_NAME, help=f"lab name (default {DEFAULT_NAME})")
     timeout(add)
     add.set_defaults(func=_guarded(cmd_add_node))
 
-    remove = sub.add_parser(
+    remove = command(
+        sub,
         "remove-node",
-        help="stop a node, remove it and release its pod CIDR; the others are not restarted",
-        epilog="examples:\n  kroute lab remove-node kr-n4",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "stop a node, remove it and release its pod CIDR; the others are not restarted",
+        "kroute lab remove-node kr-n4",
     )
     remove.add_argument("node", help="node name, for example kr-n4")
     remove.add_argument("--name", help="lab name (default: the lab that has NODE)")
