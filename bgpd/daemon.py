@@ -90,6 +90,7 @@ class Daemon:
             on_change=self._dirty.set,
             teardown=self._teardown,
             clock=clock,
+            stale_path_time=config.bgp.graceful_restart.stale_path_time,
         )
         self.peers: dict[IPAddress, PeerStatus] = self.sessions.peers
         self._derive(config)
@@ -156,6 +157,7 @@ class Daemon:
         self.config = config
         self._derive(config)
         self.sessions.local = local_facts(config)
+        self.sessions.stale_path_time = config.bgp.graceful_restart.stale_path_time
         self.sessions.set_peers(resolve_peers(config, self._lb_pools()))
         self.speaker.reconfigure(speaker_spec(config))
         self._dirty.set()

@@ -54,13 +54,16 @@ class PeerState:
 
 @dataclass(frozen=True)
 class PeerOpen:
-    """The OPEN a neighbor sent us; tells whether it does graceful restart."""
+    """The OPEN a neighbor sent us; tells whether it does graceful restart, and for which
+    families it kept its forwarding state through a restart (RFC 4724 3, the F bit)."""
 
     peer: IPAddress
     router_id: str
     asn: int
     hold_time: int
     restart_time: int | None
+    forwarding: frozenset[str] = frozenset()
+    """Families ("ipv4 unicast", as in EndOfRib) whose Forwarding State bit is set."""
 
 
 @dataclass(frozen=True)
@@ -165,16 +168,29 @@ def _parse_object(data: dict[str, Any]) -> Event:
 
 
 def _parse_open(peer: IPAddress, message: dict[str, Any]) -> PeerOpen:
+    """exabgp 5.0 names the graceful restart flags the wrong way round in its JSON: a
+    family's Forwarding State bit (0x80) shows as "restart" in `address-family-flags`,
+    the Restart State bit (R) as "forwarding" in `restart-flags`."""
     restart_time = None
+    forwarding: set[str] = set()
     for capability in message.get("capabilities", {}).values():
         if isinstance(capability, dict) and capability.get("name") == "graceful restart":
             restart_time = int(capability.get("time", 0))
+            flags = capability.get("address-family-flags", {})
+            if not isinstance(flags, dict):
+                raise _BadEventError("address-family-flags is not an object")
+            forwarding = {
+                _text(family).replace("/", " ")
+                for family, family_flags in flags.items()
+                if isinstance(family_flags, list) and "restart" in family_flags
+            }
     return PeerOpen(
         peer=peer,
         router_id=str(ipaddress.IPv4Address(_text(message["router_id"]))),
         asn=int(message["asn"]),
         hold_time=int(message["hold_time"]),
         restart_time=restart_time,
+        forwarding=frozenset(forwarding),
     )
 
 

@@ -105,15 +105,22 @@ class Rib:
         rib.held = {}  # refused routes are judged again once the peer sends them again
         return bool(rib.stale)
 
-    def drop_stale(self, address: IPAddress) -> bool:
-        """End-of-RIB from the returning peer, or its restart time ran out."""
+    def drop_stale(self, address: IPAddress, only: Callable[[Network], bool] | None = None) -> bool:
+        """End-of-RIB from the returning peer, or its restart time ran out; `only`: just
+        the stale prefixes it selects (one family)."""
         rib = self._peers.get(address)
         if rib is None or not rib.stale:
             return False
-        for prefix in rib.stale:
+        dropped = {p for p in rib.stale if only is None or only(p)}
+        for prefix in dropped:
             rib.routes.pop(prefix, None)
-        rib.stale = set()
-        return True
+        rib.stale -= dropped
+        return bool(dropped)
+
+    def forget(self, address: IPAddress) -> bool:
+        """The peer is no longer configured: free its Adj-RIB-In entirely."""
+        rib = self._peers.pop(address, None)
+        return rib is not None and bool(rib.routes)
 
     def clear(self, address: IPAddress) -> bool:
         """The peer is gone without graceful restart: forget everything it sent."""

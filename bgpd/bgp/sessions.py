@@ -1,11 +1,13 @@
 """BGP sessions as the daemon tracks them: state, graceful restart, import policy,
 max-prefix and counters, fed by speaker events.
 
-Graceful restart, receiving side (RFC 4724): a session that closed without a
+Graceful restart, receiving side (RFC 4724 4.2): a session that closed without a
 NOTIFICATION from a peer that advertised the capability keeps its routes as stale
-for the restart time it advertised; End-of-RIB from the returning peer sweeps what it
-did not send again. Anything else (a NOTIFICATION, hold timer expiry, no capability)
-loses the peer's routes at once.
+for the restart time it advertised. When the peer is back, its new OPEN must say it kept
+its forwarding state (the F bit) for a family, or that family's stale routes go at once;
+the restart timer stops, and End-of-RIB, or the stale-path timer if none comes, sweeps
+what it did not send again. Anything else (a NOTIFICATION, hold timer expiry, no
+capability) loses the peer's routes at once.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class PeerStatus:
     rejected: Counter[str] = field(default_factory=Counter)
     updates: int = 0
     stale_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    """The restart timer: running while the peer is away with its routes kept stale."""
+    stale_path_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    """Running once the peer is back, until its End-of-RIB."""
+
+    def cancel_timers(self) -> None:
+        for timer in (self.stale_timer, self.stale_path_timer):
+            if timer is not None:
+                timer.cancel()
+        self.stale_timer = self.stale_path_timer = None
 
     @property
     def address(self) -> IPAddress:
@@ -63,7 +74,9 @@ class Sessions:
         on_change: Callable[[], None],
         teardown: Callable[[IPAddress, int], None],
         clock: Callable[[], float],
+        stale_path_time: float,
     ) -> None:
+        self.stale_path_time = stale_path_time
         self.peers: dict[IPAddress, PeerStatus] = {p.address: PeerStatus(p) for p in peers}
         self.rib = rib
         self._local = local
@@ -79,10 +92,8 @@ class Sessions:
         wanted = {p.address: p for p in peers}
         changed = False
         for address in [a for a in self.peers if a not in wanted]:
-            removed = self.peers.pop(address)
-            if removed.stale_timer is not None:
-                removed.stale_timer.cancel()
-            changed |= self.rib.clear(address)
+            self.peers.pop(address).cancel_timers()
+            changed |= self.rib.forget(address)
             log.info("event=peer-removed peer=%s", address)
         for address, peer in wanted.items():
             current = self.peers.get(address)
@@ -125,13 +136,12 @@ class Sessions:
         return changed
 
     def all_eor(self) -> bool:
-        return all(p.eor_received for p in self.peers.values())
+        """Every peer that will send End-of-RIB has: a max-prefix shut one never will."""
+        return all(p.eor_received or p.shutdown for p in self.peers.values())
 
     def cancel_timers(self) -> None:
         for peer in self.peers.values():
-            if peer.stale_timer is not None:
-                peer.stale_timer.cancel()
-                peer.stale_timer = None
+            peer.cancel_timers()
 
     def on_state(self, event: PeerState) -> None:
         peer = self.peers.get(event.peer)
@@ -144,6 +154,13 @@ class Sessions:
         if event.state == "up":
             peer.info = "Established"
             peer.eor_received = False
+            if peer.stale_timer is not None:  # back within its restart time
+                peer.stale_timer.cancel()
+                loop = asyncio.get_running_loop()
+                peer.stale_timer = None
+                peer.stale_path_timer = loop.call_later(
+                    self.stale_path_time, self._stale_expired, peer
+                )
             if peer.shutdown:
                 self._teardown(peer.address, CEASE_MAX_PREFIX)
         elif event.state == "down":
@@ -151,6 +168,9 @@ class Sessions:
             self._on_down(peer, event.reason)
 
     def _on_down(self, peer: PeerStatus, reason: str) -> None:
+        if peer.stale_path_timer is not None:  # back, then gone again before End-of-RIB
+            peer.stale_path_timer.cancel()
+            peer.stale_path_timer = None
         if peer.stale_timer is not None:
             # Already waiting for this peer's restart (reconnect attempts fail too): what
             # it re-sent meanwhile turns stale again, the deadline stays.
@@ -173,7 +193,7 @@ class Sessions:
             self._on_change()
 
     def _stale_expired(self, peer: PeerStatus) -> None:
-        peer.stale_timer = None
+        peer.stale_timer = peer.stale_path_timer = None
         if self.rib.drop_stale(peer.address):
             log.info("event=stale-routes-expired peer=%s", peer.address)
             self._on_change()
@@ -184,6 +204,14 @@ class Sessions:
             return
         peer.restart_time = event.restart_time
         self.rib.set_router_id(event.peer, event.router_id)
+        kept = event.forwarding if event.restart_time is not None else frozenset()
+        if self.rib.drop_stale(event.peer, only=lambda prefix: _family(prefix) not in kept):
+            log.info(
+                "event=stale-routes-dropped peer=%s reason=%r",
+                peer.address,
+                "forwarding state not kept (RFC 4724 4.2)",
+            )
+            self._on_change()
 
     def on_update(self, event: RoutesUpdate) -> None:
         peer = self.peers.get(event.peer)
@@ -230,8 +258,11 @@ class Sessions:
         if peer is None:
             return
         peer.eor_received = True
-        if peer.stale_timer is not None:
-            peer.stale_timer.cancel()
-            peer.stale_timer = None
+        peer.cancel_timers()
         if self.rib.drop_stale(event.peer):
             self._on_change()
+
+
+def _family(prefix: Network) -> str:
+    """The family name End-of-RIB and OPEN use for `prefix`."""
+    return "ipv4 unicast" if prefix.version == 4 else "ipv6 unicast"

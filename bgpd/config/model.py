@@ -35,6 +35,7 @@ RANGES = {
     "bgp.holdTime": "0 or 3-65535 (seconds)",
     "bgp.listenPort": "1-65535",
     "bgp.gracefulRestart.restartTime": "1-4095 (seconds)",
+    "bgp.gracefulRestart.stalePathTime": "1-3600 (seconds)",
 }
 """Fields whose bound errors read better as one range than as pydantic's two messages."""
 
@@ -53,6 +54,9 @@ class NodeConfig(Model):
 class GracefulRestartConfig(Model):
     enabled: bool = True
     restart_time: int = Field(default=120, ge=1, le=4095, strict=True)
+    stale_path_time: int = Field(default=360, ge=1, le=3600, strict=True)
+    """FRR's `bgp graceful-restart stalepath-time`: how long a returned peer has to send
+    End-of-RIB before the routes it did not send again are dropped."""
 
 
 class BgpConfig(Model):

@@ -40,6 +40,8 @@ MEANINGS = {
     "their restarts",
     "bgp.gracefulRestart.restartTime": "seconds peers wait for us; also how long routes "
     "adopted from the kernel at start are kept",
+    "bgp.gracefulRestart.stalePathTime": "seconds a peer back from its restart has to send "
+    "End-of-RIB; then the routes it did not send again go (RFC 4724 4.2)",
     "bgp.mesh": "`full`: peer with every cluster node; `none`: only reflectors and `bgp.peers`",
     "bgp.advertiseClusterIPs": "announce `cluster.serviceCIDRs` from this node "
     "(kube-router's `--advertise-cluster-ip`)",

@@ -29,6 +29,7 @@ OLD = IPv4Network("10.244.9.0/24")  # a route from a previous life nobody announ
 STRANGER = IPv4Address("10.9.9.9")
 
 UPSTREAM = IPv4Address("10.0.0.254")
+EXABGP_FORWARDING = frozenset({"ipv4 unicast", "ipv6 unicast"})
 
 
 def kernel_of(daemon: Daemon) -> FakeKernelRoutes:
@@ -58,10 +59,25 @@ def via(prefix: Network, *hops: IPv4Address | IPv6Address) -> KernelRoute:
 OWN = {CIDR_A: KernelRoute.blackhole(CIDR_A)}
 
 
+def open_message(
+    peer: IPv4Address, restart_time: float | None, forwarding: frozenset[str] = EXABGP_FORWARDING
+) -> PeerOpen:
+    """The OPEN a peer sends; with graceful restart exabgp sets the Forwarding State bit of
+    every family it has."""
+    return PeerOpen(
+        peer,
+        str(peer),
+        64512,
+        9,
+        restart_time,  # type: ignore[arg-type]
+        forwarding if restart_time is not None else frozenset(),
+    )
+
+
 def session_up(daemon: Daemon, peer: IPv4Address, restart_time: float | None = 0.3) -> None:
     """What exabgp reports when a session comes up: the peer's OPEN, then state up."""
     daemon.handle_event(PeerState(peer, "connected"))
-    daemon.handle_event(PeerOpen(peer, str(peer), 64512, 9, restart_time))  # type: ignore[arg-type]
+    daemon.handle_event(open_message(peer, restart_time))
     daemon.handle_event(PeerState(peer, "up"))
 
 

@@ -5,6 +5,7 @@ routes a previous life left in the kernel until every peer has sent End-of-RIB."
 from __future__ import annotations
 
 import asyncio
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
@@ -29,6 +30,7 @@ from tests.unit.daemon_steps import (
     down,
     eor,
     kernel_of,
+    open_message,
     quiet,
     routes,
     session_up,
@@ -234,3 +236,102 @@ async def test_stop_right_after_a_change_does_not_hang(make_daemon: MakeDaemon) 
     speaker = daemon.speaker
     assert isinstance(speaker, FakeSpeaker)
     assert speaker.stopped
+
+
+# -- RFC 4724 4.2 on the peer's return ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "forwarding,restart_time",
+    [(frozenset(), 0.4), (frozenset({"ipv6 unicast"}), 0.4), (frozenset(), None)],
+    ids=["f-bit-clear", "f-bit-only-for-ipv6", "no-graceful-restart-capability"],
+)
+async def test_peer_back_without_forwarding_state_loses_stale_routes_at_once_rfc4724_4_2(
+    make_daemon: MakeDaemon, forwarding: frozenset[str], restart_time: float | None
+) -> None:
+    """RFC 4724 4.2: if the Forwarding State bit of a family is not set in the returning
+    peer's OPEN, or it sends no Graceful Restart capability, its stale routes of that
+    family go immediately, not at End-of-RIB or when the restart time runs out."""
+    daemon = await make_daemon()
+    session_up(daemon, NODE_B, restart_time=5)
+    announce(daemon, NODE_B, CIDR_B, EXTRA_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B), EXTRA_B: via(EXTRA_B, NODE_B)})
+    down(daemon, NODE_B, "closing connection")
+    await quiet()
+    assert daemon.rib.stale_count(NODE_B) == 2
+    daemon.handle_event(PeerState(NODE_B, "connected"))
+    daemon.handle_event(open_message(NODE_B, restart_time, forwarding))
+    await until(daemon, OWN, timeout=0.5)  # well before the 5 s restart time
+
+
+async def test_peer_back_with_forwarding_state_keeps_stale_routes_until_eor(
+    make_daemon: MakeDaemon,
+) -> None:
+    daemon = await make_daemon()
+    session_up(daemon, NODE_B, restart_time=5)
+    announce(daemon, NODE_B, CIDR_B)
+    with_b = {**OWN, CIDR_B: via(CIDR_B, NODE_B)}
+    await until(daemon, with_b)
+    down(daemon, NODE_B, "closing connection")
+    session_up(daemon, NODE_B, restart_time=5)  # exabgp sets the F bit of every family
+    await quiet()
+    assert routes(daemon) == with_b and daemon.rib.stale_count(NODE_B) == 1
+
+
+async def test_restart_timer_stops_when_the_peer_is_back_rfc4724_4_2(
+    make_daemon: MakeDaemon,
+) -> None:
+    """The restart time bounds how long the peer may be away; once it is back it has the
+    stale-path time to send End-of-RIB: a peer slow to re-send keeps its stale routes
+    past its restart time."""
+    daemon = await make_daemon()
+    session_up(daemon, NODE_B, restart_time=0.3)
+    announce(daemon, NODE_B, CIDR_B, EXTRA_B)
+    both = {**OWN, CIDR_B: via(CIDR_B, NODE_B), EXTRA_B: via(EXTRA_B, NODE_B)}
+    await until(daemon, both)
+    down(daemon, NODE_B, "closing connection")
+    session_up(daemon, NODE_B, restart_time=0.3)
+    announce(daemon, NODE_B, CIDR_B)  # EXTRA_B not re-sent yet
+    await quiet(0.6)  # twice the restart time
+    assert routes(daemon) == both
+    eor(daemon, NODE_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)})
+
+
+async def test_stale_path_timer_sweeps_when_no_eor_comes(make_daemon: MakeDaemon) -> None:
+    daemon = await make_daemon()
+    daemon.sessions.stale_path_time = 0.3  # bgp.gracefulRestart.stalePathTime
+    session_up(daemon, NODE_B, restart_time=0.2)
+    announce(daemon, NODE_B, CIDR_B, EXTRA_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B), EXTRA_B: via(EXTRA_B, NODE_B)})
+    down(daemon, NODE_B, "closing connection")
+    session_up(daemon, NODE_B, restart_time=0.2)
+    announce(daemon, NODE_B, CIDR_B)
+    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B)}, timeout=1.5)
+    assert daemon.rib.stale_count(NODE_B) == 0
+
+
+async def test_a_max_prefix_shut_peer_does_not_hold_adoption(make_daemon: MakeDaemon) -> None:
+    """After our restart adopted routes wait for every peer's End-of-RIB: a peer kroute
+    keeps shut (max-prefix) will never send one and must not hold them until the timeout."""
+    daemon = await make_daemon(
+        kernel=previous_life(),
+        restart_time=30,
+        peers=[
+            {
+                "address": "10.0.0.254",
+                "asn": 65000,
+                "import": {"maxPrefix": 1, "allow": ["10.50.0.0/16"]},
+            }
+        ],
+    )
+    upstream = IPv4Address("10.0.0.254")
+    session_up(daemon, upstream)
+    announce(daemon, upstream, IPv4Network("10.50.1.0/24"), IPv4Network("10.50.2.0/24"))
+    await quiet()
+    assert daemon.peers[upstream].shutdown
+    for peer in (NODE_B, NODE_C):
+        session_up(daemon, peer)
+        eor(daemon, peer)
+    await quiet()
+    assert daemon.adopted == {}

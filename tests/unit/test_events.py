@@ -57,7 +57,23 @@ def test_open_with_graceful_restart() -> None:
         asn=64512,
         hold_time=9,
         restart_time=9,
+        forwarding=frozenset({"ipv4 unicast"}),
     )
+
+
+def test_open_forwarding_state_bit_per_family_rfc4724_section_3() -> None:
+    """RFC 4724 3: the F bit of each family says whether the peer kept its forwarding
+    state. exabgp prints it, under the other flag's name, as "restart"; a family listed
+    with no flag did not keep it."""
+
+    def change(data: dict[str, Any]) -> None:
+        capability = data["neighbor"]["open"]["capabilities"]["64"]
+        capability["address-family-flags"] = {"ipv4/unicast": [], "ipv6/unicast": ["restart"]}
+
+    event = parse_line(with_changes(OPEN_LINE, change))
+    assert isinstance(event, PeerOpen)
+    assert event.restart_time == 9
+    assert event.forwarding == frozenset({"ipv6 unicast"})
 
 
 def test_open_without_graceful_restart() -> None:

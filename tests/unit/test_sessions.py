@@ -72,13 +72,15 @@ def table() -> Table:
         on_change=lambda: changes.append(None),
         teardown=lambda peer, subcode: teardowns.append((peer, subcode)),  # type: ignore[arg-type]
         clock=lambda: 1000.0,
+        stale_path_time=360,
     )
     return Table(sessions, rib, changes, teardowns)
 
 
 def up(table: Table, peer: IPv4Address, restart_time: int | None = None) -> None:
     table.sessions.on_state(PeerState(peer, "connected"))
-    table.sessions.on_open(PeerOpen(peer, str(peer), 65000, 9, restart_time))
+    forwarding = frozenset({"ipv4 unicast"}) if restart_time is not None else frozenset()
+    table.sessions.on_open(PeerOpen(peer, str(peer), 65000, 9, restart_time, forwarding))
     table.sessions.on_state(PeerState(peer, "up"))
 
 
@@ -332,3 +334,13 @@ def test_rejudging_past_max_prefix_shuts_the_session(table: Table) -> None:
     table.sessions.set_peers((B, dataclasses.replace(UP, imports=wider)))
     assert table.teardowns == [(UPSTREAM, CEASE_MAX_PREFIX)]
     assert table.rib.received_count(UPSTREAM) == 0
+
+
+def test_a_removed_peer_loses_its_routes_and_its_rib_is_freed(table: Table) -> None:
+    up(table, NODE_B)
+    update(table, NODE_B, "10.244.2.0/24")
+    assert table.rib.received_count(NODE_B) == 1
+    table.sessions.set_peers((UP,))
+    assert NODE_B not in table.sessions.peers
+    assert table.rib.paths() == {}
+    assert NODE_B not in table.rib._peers  # nothing of it stays behind (many joins/leaves)
