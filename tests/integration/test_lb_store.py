@@ -208,3 +208,25 @@ async def test_rounds_and_watch_survive_an_etcd_restart(etcd: EtcdServer, tmp_pa
         await counted.stop()
         await watcher.close()
         await writer.close()
+
+
+@pytest.mark.etcd
+async def test_a_round_runs_off_the_event_loop(stores: StoreFactory, tmp_path: Path) -> None:
+    """The allocation step (0.3 s at 10,000 services) and the document's decoding and
+    encoding run in a worker thread, for both stores: the loop keeps serving BGP."""
+    import threading
+
+    store = stores()
+    await store.transact(lambda d: apply_pools(d, [POOL], 1.0, {}))
+    await store.transact(lambda d: apply_services(d, [{"namespace": "web", "name": "s"}], {}))
+    lb = node(tmp_path, "n1")
+    step = lb.round_step(100.0)
+    threads: list[int] = []
+
+    def watched(document: LbDocument) -> Any:
+        threads.append(threading.get_ident())
+        return step(document)
+
+    lb.accept(await store.transact(watched))
+    assert threads and threading.get_ident() not in threads
+    assert lb.view is not None and len(holders(lb.view.round.document)) == 1

@@ -207,3 +207,39 @@ async def test_nodes_with_different_config_pools_are_told_and_slowed(tmp_path: P
     finally:
         for sync in syncs:
             await sync.stop()
+
+
+async def test_the_cache_is_encoded_and_fsynced_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding and fsyncing a 10,000-service document takes a good part of a second:
+    done on the loop it would stall sessions, timers and the status API."""
+    import threading
+
+    from bgpd.files import write_atomic
+
+    writers: list[int] = []
+
+    def recording_write(path: Path, text: str) -> None:
+        writers.append(threading.get_ident())
+        write_atomic(path, text)
+
+    monkeypatch.setattr("bgpd.lb.allocation.write_atomic", recording_write)
+    lb = LoadBalancers(tmp_path / "lbipam.json", "n1")
+    lb.configure(parse_lb_pools([CONFIG_POOL]), parse_lb_services([WWW]), ["n1"])
+    sync = LbSync(lb, MemoryLbStore(), lambda: None, time.time)
+    sync.start()
+    cache = tmp_path / "lbipam.json"
+
+    def saved() -> bool:
+        return (
+            sync.rounds > 0
+            and cache.exists()
+            and LbDocument.from_json(cache.read_text()) == lb.cached
+        )
+
+    try:
+        assert await settle(saved, timeout=5)
+    finally:
+        await sync.stop()
+    assert writers and threading.get_ident() not in writers
