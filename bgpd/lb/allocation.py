@@ -66,6 +66,7 @@ class LoadBalancers:
         self._touching: frozenset[Network] = frozenset()  # of in_use, at the last round
         self._pending: tuple[tuple[Pool, ...], tuple[Service, ...], tuple[str, ...]] | None = None
         self.cached = self._load()
+        self._cache_saved = True  # `cached` is what the file holds
         self.view: LbView | None = None
         self._written: LbDocument | None = None  # the last document this node wrote
         self.on_inputs: Callable[[], None] = lambda: None  # set by the sync task
@@ -142,14 +143,23 @@ class LoadBalancers:
             self._written = done.document
         if done.document != self.cached:
             self.cached = done.document
-            try:
-                write_atomic(self._cache, done.document.to_json())
-            except OSError as exc:  # only the cache: the store holds the truth
-                log.error("event=lb-cache-not-saved path=%s error=%r", self._cache, exc)
+            self._cache_saved = False
         announcers = advertisements(done.result, done.services)
         served = tuple(ip for ip, nodes in announcers.items() if self.node in nodes)
         self.view = LbView(done, served, announcers)
         return self.view
+
+    def save_cache(self) -> None:
+        """Write the document last accepted to `runDir/lbipam.json` (encoding and fsync:
+        call it in a worker thread, never on the event loop)."""
+        if self._cache_saved:
+            return
+        self._cache_saved, document = True, self.cached
+        try:
+            write_atomic(self._cache, document.to_json())
+        except OSError as exc:  # only the cache: the store holds the truth
+            self._cache_saved = False
+            log.error("event=lb-cache-not-saved path=%s error=%r", self._cache, exc)
 
     def from_cache(self, now: float) -> LbView:
         """A view from the cached document alone (at start, before the store answers)."""

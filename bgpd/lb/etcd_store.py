@@ -1,7 +1,9 @@
 """The LB-IPAM document in etcd: one key, changed only by compare-and-swap.
 
 `transact` reads the key with its mod_revision, applies the pure step, and writes in a
-txn that succeeds only while the key is still at that revision (or still absent). The
+txn that succeeds only while the key is still at that revision (or still absent).
+Decoding, the step (an allocation round: 0.3 s at 10,000 services) and encoding run in a
+worker thread, so the event loop keeps serving sessions, timers and the status API. The
 node that loses the race reads again and recomputes from what the winner wrote, so
 every node may allocate and none can hand out an address someone else just took.
 `changes` is a watch on the key that re-reads and resumes after etcd outages.
@@ -43,13 +45,15 @@ class EtcdLbStore:
         except EtcdError as e:
             raise LbStoreError(f"LB-IPAM store: {e}") from e
 
-    async def _read(self) -> tuple[LbDocument, int]:
+    async def _read(self) -> tuple[bytes | None, int]:
         kv = await self._call(lambda c: c.get(self._key), "reading LB-IPAM")
-        return (LbDocument(), 0) if kv is None else (self._decode(kv.value), kv.mod_revision)
+        return (None, 0) if kv is None else (bytes(kv.value), kv.mod_revision)
 
-    def _decode(self, value: bytes) -> LbDocument:
+    def _decode(self, value: bytes | None) -> LbDocument:
+        if value is None:
+            return LbDocument()
         try:
-            return LbDocument.from_json(bytes(value).decode())
+            return LbDocument.from_json(value.decode())
         except (UnicodeDecodeError, ValueError) as e:
             raise LbStoreError(
                 f"LB-IPAM document in {self.name} is corrupt ({e}); restore it from a "
@@ -58,11 +62,10 @@ class EtcdLbStore:
 
     async def transact(self, step: Step[T]) -> T:
         for attempt in range(self._attempts):
-            old, revision = await self._read()
-            new, result = step(old)
-            if new == old:
+            value, revision = await self._read()
+            result, data = await asyncio.to_thread(self._plan, value, step)
+            if data is None:
                 return result
-            data = new.to_json().encode()
 
             async def swap(client: Any, revision: int = revision, data: bytes = data) -> bool:
                 t = client.transactions
@@ -80,8 +83,15 @@ class EtcdLbStore:
             "with other writers; retry later"
         )
 
+    def _plan(self, value: bytes | None, step: Step[T]) -> tuple[T, bytes | None]:
+        """Decode, step, encode: the result and the bytes to write (None: unchanged)."""
+        old = self._decode(value)
+        new, result = step(old)
+        return result, None if new == old else new.to_json().encode()
+
     async def read(self) -> LbDocument:
-        return (await self._read())[0]
+        value = (await self._read())[0]
+        return await asyncio.to_thread(self._decode, value)
 
     async def changes(self) -> AsyncIterator[None]:
         """Yields at start and on every change; after an outage it yields once more (a

@@ -73,6 +73,7 @@ class LbSync:
 
     async def _rounds(self) -> None:
         failures = 0
+        await asyncio.to_thread(self.lb.save_cache)  # what `start` took from the cache
         while True:
             await self._wanted.wait()
             self._wanted.clear()
@@ -93,6 +94,7 @@ class LbSync:
             self.rounds += 1
             self.lb.accept(done)
             self._on_change()
+            await asyncio.to_thread(self.lb.save_cache)
             if self._disagrees(done):
                 await asyncio.sleep(FLAP_PAUSE)
 
