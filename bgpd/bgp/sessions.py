@@ -30,7 +30,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 STATE_NAMES = {"up": "established", "connected": "connect", "down": "idle"}
-CEASE_MAX_PREFIX = 2  # RFC 4486: Maximum Number of Prefixes Reached
+CEASE_MAX_PREFIX = 1  # RFC 4486 3: Maximum Number of Prefixes Reached (2: admin shutdown)
 
 
 @dataclass

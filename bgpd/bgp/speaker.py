@@ -199,7 +199,7 @@ class ExaBGPSpeaker:
                 "--",
                 sys.executable,
                 "-m",
-                "exabgp",
+                "bgpd.bgp.exabgp_main",  # exabgp, sending a Cease for API teardowns
                 "server",
                 str(self._config_path),
                 stdin=asyncio.subprocess.DEVNULL,

@@ -7,10 +7,13 @@ floods past max-prefix. kroute must refuse and count each, and install only the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,36 @@ from tests.kroute_node import NODE_CIDR, NODE_IP, Injector, node_with_injectors,
 pytestmark = [pytest.mark.netns, pytest.mark.exabgp]
 
 EBGP, IBGP = "10.88.0.2", "10.88.0.3"
+CEASE_MAX_PREFIX = "Cease (6), subcode Maximum Number of Prefixes Reached (1)"  # as tcpdump says
+
+
+class Capture:
+    """tcpdump's decoding of the BGP packets on the injector's side of the link."""
+
+    def __init__(self, ns: str, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "tcpdump", "-l", "-n", "-v", "-i", "kri0", "tcp port 179"],
+            stdout=out.open("w"),
+            stderr=subprocess.DEVNULL,
+        )
+
+    def text(self) -> str:
+        return self.out.read_text()
+
+
+@contextlib.contextmanager
+def capture(ns: str) -> Iterator[Capture]:
+    with tempfile.TemporaryDirectory(prefix="kroute-capture-") as tmp:
+        wire = Capture(ns, Path(tmp) / "tcpdump.txt")
+        try:
+            time.sleep(0.5)  # tcpdump is listening
+            yield wire
+        finally:
+            wire.proc.terminate()
+            wire.proc.wait(10)
+
+
 CLUSTER_ID = "1.1.1.1"
 
 
@@ -109,8 +142,11 @@ def test_max_prefix_shuts_the_session_and_keeps_it_down() -> None:
     peers = [
         {"address": EBGP, "asn": 65099, "import": {"allow": ["198.51.100.0/24"], "maxPrefix": 3}}
     ]
-    with node_with_injectors([flood], peers) as node:
+    with node_with_injectors([flood], peers) as node, capture(node.injector_ns) as wire:
         wait_until(lambda: "max-prefix" in node.peer(EBGP)["info"], 30, "the max-prefix shutdown")
+        # RFC 4486 3: the peer is told why, although graceful restart was negotiated
+        # (exabgp alone would close silently, and the peer would keep our routes stale).
+        wait_until(lambda: CEASE_MAX_PREFIX in wire.text(), 10, "the NOTIFICATION on the wire")
         peer = node.peer(EBGP)
         assert peer["info"] == "max-prefix 3 exceeded; session shut"
         assert peer["prefixesRejected"]["max-prefix exceeded"] >= 1

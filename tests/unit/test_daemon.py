@@ -230,12 +230,12 @@ async def test_max_prefix_shuts_the_session_and_drops_its_routes(make_daemon: Ma
     await until(daemon, {**OWN, first: via(first, UPSTREAM), second: via(second, UPSTREAM)})
     announce(daemon, UPSTREAM, third)
     await until(daemon, OWN)
-    assert speaker.teardowns == [(UPSTREAM, 2)]
+    assert speaker.teardowns == [(UPSTREAM, 1)]
     assert daemon.peers[UPSTREAM].shutdown
     # exabgp reconnects: kroute tears the session down again
     down(daemon, UPSTREAM, "notification sent (6,2)")
     session_up(daemon, UPSTREAM)
-    assert speaker.teardowns == [(UPSTREAM, 2), (UPSTREAM, 2)]
+    assert speaker.teardowns == [(UPSTREAM, 1), (UPSTREAM, 1)]
 
 
 # -- status ------------------------------------------------------------------------------------

@@ -218,8 +218,8 @@ def test_exceeding_max_prefix_shuts_the_session(table: Table) -> None:
     status = table.sessions.peers[UPSTREAM]
     assert table.rib.received_count(UPSTREAM) == 0  # every route of the peer gone
     assert table.rib.paths() == {}
-    assert table.teardowns == [(UPSTREAM, 2)]
-    assert CEASE_MAX_PREFIX == 2
+    assert table.teardowns == [(UPSTREAM, 1)]
+    assert CEASE_MAX_PREFIX == 1  # RFC 4486 3: Maximum Number of Prefixes Reached
     assert status.shutdown
     assert "max-prefix 3" in status.shutdown
     assert status.info == status.shutdown
@@ -230,7 +230,7 @@ def test_exceeding_max_prefix_shuts_the_session(table: Table) -> None:
 def test_exceeding_in_one_update(table: Table) -> None:
     up(table, UPSTREAM)
     update(table, UPSTREAM, *lbs(1, 2, 3, 4, 5))
-    assert table.teardowns == [(UPSTREAM, 2)]
+    assert table.teardowns == [(UPSTREAM, 1)]
     assert table.rib.received_count(UPSTREAM) == 0
 
 
@@ -255,7 +255,7 @@ def test_shut_peer_is_torn_down_again_when_it_comes_up(table: Table) -> None:
     status = table.sessions.peers[UPSTREAM]
     assert status.info == status.shutdown  # the down reason does not hide why
     up(table, UPSTREAM)
-    assert table.teardowns == [(UPSTREAM, 2), (UPSTREAM, 2)]
+    assert table.teardowns == [(UPSTREAM, 1), (UPSTREAM, 1)]
 
 
 def test_updates_from_a_shut_peer_are_ignored(table: Table) -> None:
@@ -267,7 +267,7 @@ def test_updates_from_a_shut_peer_are_ignored(table: Table) -> None:
     assert table.rib.received_count(UPSTREAM) == 0
     assert table.sessions.peers[UPSTREAM].updates == updates
     assert len(table.changes) == changes
-    assert table.teardowns == [(UPSTREAM, 2)]
+    assert table.teardowns == [(UPSTREAM, 1)]
 
 
 async def test_shut_gr_peer_going_down_keeps_nothing_stale(table: Table) -> None:
@@ -286,7 +286,7 @@ def test_max_prefix_is_per_peer(table: Table) -> None:
     update(table, UPSTREAM, *lbs(1, 2, 3, 4))
     assert table.rib.received_count(NODE_B) == 1
     assert table.sessions.peers[NODE_B].shutdown == ""
-    assert table.teardowns == [(UPSTREAM, 2)]
+    assert table.teardowns == [(UPSTREAM, 1)]
 
 
 def test_withdrawals_keep_a_peer_under_the_limit(table: Table) -> None:
