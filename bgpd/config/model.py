@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,8 @@ RANGES = {
 
 DEFAULT_SOCKET = "/run/kroute/kroute.sock"
 DEFAULT_RUN_DIR = "/run/kroute"
+RUN_DIR_CHARS = re.compile(r"/[A-Za-z0-9._/+@:=-]*")  # it goes into exabgp.conf as a token
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the NUL; runDir holds exabgp.sock
 
 
 class NodeConfig(Model):
@@ -171,6 +174,21 @@ class Config(Model):
     routing: RoutingConfig = RoutingConfig()
     datapath: DatapathConfig = DatapathConfig()
     log: LogConfig = LogConfig()
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir(cls, value: str) -> str:
+        if not RUN_DIR_CHARS.fullmatch(value):
+            raise ValueError(
+                f"{value!r} must be an absolute path of letters, digits and ._/+@:=- only "
+                "(it goes into exabgp.conf), for example /run/kroute"
+            )
+        if len(os.path.join(value, "exabgp.sock").encode()) > SOCKET_PATH_MAX:
+            raise ValueError(
+                f"{value!r} is too long for the exabgp socket in it (unix socket paths "
+                f"are at most {SOCKET_PATH_MAX} bytes); use a shorter path"
+            )
+        return value
 
     @model_validator(mode="after")
     def _sources(self) -> Config:

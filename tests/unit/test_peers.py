@@ -429,3 +429,43 @@ def test_bad_policy_field(policy: dict[str, Any], field: str) -> None:
     errors = errors_of(cluster_data(), peers=[peer])
     assert len(errors) == 1
     assert errors[0].startswith(f"bgp.peers[0].{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("description", "why"),
+    [
+        ("core-1\nneighbor 10.9.9.9 {", "control character U+000A"),
+        ("tab\there", "control character U+0009"),
+        ("bidi\u202eevil", "control character U+202E"),
+        ("x" * 129, "129 characters, at most 128"),
+    ],
+    ids=["newline", "tab", "bidi-override", "too-long"],
+)
+def test_a_description_that_is_not_one_line_of_text_is_refused(description: str, why: str) -> None:
+    errors = errors_of(
+        cluster_data(), peers=[{"address": str(UPSTREAM), "asn": 65000, "description": description}]
+    )
+    assert errors == [errors[0]]
+    assert errors[0].startswith(f"bgp.peers[0].description: peer {UPSTREAM}: ")
+    assert why in errors[0]
+
+
+def test_a_description_with_quotes_and_unicode_loads() -> None:
+    """Quotes are made harmless when exabgp.conf is rendered (test_exabgp_conf), not
+    refused: a description is the operator's text."""
+    text = 'Köln "core" \\ 1; {rack 4}'
+    config = load(
+        cluster_data(), peers=[{"address": str(UPSTREAM), "asn": 65000, "description": text}]
+    )
+    assert config.bgp.peers[0].description == text
+
+
+@pytest.mark.parametrize("content", ["two\nlines", "tab\tin", "é" * 41])
+def test_a_password_the_kernel_cannot_take_is_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "md5"
+    path.write_text(content)
+    errors = errors_of(
+        cluster_data(), peers=[{"address": str(UPSTREAM), "asn": 65000, "passwordFile": str(path)}]
+    )
+    assert len(errors) == 1 and errors[0].startswith(f"bgp.peers[0].passwordFile: {path}")
+    assert content not in errors[0]
