@@ -311,8 +311,8 @@ class ExaBGPSpeaker:
 
     def _replay_to(self, peer: IPAddress) -> None:
         """Everything we advertise to `peer`, then End-of-RIB: the order graceful
-        restart needs (exabgp runs with manual-eor)."""
+        restart needs (exabgp runs with manual-eor). Only for the session's family,
+        the one exabgp.conf gives it: exabgp refuses an EoR of another."""
         self._announced.pop(peer, None)
         self._sync(peer)
-        families = {p.version for p in self._wanted.get(peer, {})} | {peer.version}
-        self._send([eor_command(peer, version) for version in sorted(families)])
+        self._send([eor_command(peer, peer.version)])

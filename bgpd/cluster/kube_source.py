@@ -74,6 +74,11 @@ def kube_effective_config(
     for peer in [*(me.peers if me else ()), *extra]:
         if peer.address in node_ips:
             problems.append(f"peer {peer.address}: a cluster node (its session is the mesh's)")
+        elif node_cfg.ip is not None and peer.address.version != node_cfg.ip.version:
+            problems.append(
+                f"peer {peer.address}: sessions run from the node's IPv{node_cfg.ip.version} "
+                f"address {node_cfg.ip}; use the router's IPv{node_cfg.ip.version} address"
+            )
         elif all(p.address != peer.address for p in peers):
             peers.append(peer)
     pools, found = pool_docs(caches["pools"].values())

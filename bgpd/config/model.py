@@ -341,10 +341,25 @@ def _with_node_defaults(config: Config) -> Config:
             f"node.name: {name!r} is not in cluster.nodes; add it there with its podCIDRs "
             "or set node.name to one of them"
         )
+    errors += _session_family_errors(config.bgp.peers, ip)
     if errors:
         raise ConfigError(errors)
     new_node = NodeConfig(name=name, ip=ip, routerId=router_id)
     return config.model_copy(update={"node": new_node})
+
+
+def _session_family_errors(
+    peers: tuple[PeerConfig, ...], local: ipaddress.IPv4Address
+) -> list[str]:
+    """Every session runs from node.ip, and a TCP session has one family at both ends
+    (exabgp refuses the whole file otherwise, every session with it)."""
+    return [
+        f"bgp.peers[{i}].address: {peer.address} is IPv{peer.address.version} but sessions "
+        f"run from node.ip {local} (IPv{local.version}); kroute has no IPv6 sessions yet: "
+        "peer with the router's IPv4 address"
+        for i, peer in enumerate(peers)
+        if peer.address.version != local.version
+    ]
 
 
 def _default_ipv4() -> ipaddress.IPv4Address | None:

@@ -207,7 +207,7 @@ def test_explicit_peer_overrides(tmp_path: Path) -> None:
         cluster_data(),
         peers=[
             {
-                "address": str(UPSTREAM6),
+                "address": str(UPSTREAM),
                 "asn": 65000,
                 "port": 1179,
                 "description": "upstream router",
@@ -233,7 +233,7 @@ def test_explicit_peer_overrides(tmp_path: Path) -> None:
         ],
     )
     peer = resolve_peers(config)[-1]
-    assert peer.address == UPSTREAM6
+    assert peer.address == UPSTREAM
     assert peer.name == "upstream router"
     assert peer.port == 1179
     assert peer.password_file == str(secret_file)
@@ -469,3 +469,19 @@ def test_a_password_the_kernel_cannot_take_is_refused(tmp_path: Path, content: s
     )
     assert len(errors) == 1 and errors[0].startswith(f"bgp.peers[0].passwordFile: {path}")
     assert content not in errors[0]
+
+
+def test_an_ipv6_peer_is_refused_as_sessions_run_from_the_ipv4_node_address() -> None:
+    """exabgp refuses a neighbor whose local-address is of another family, and with it
+    the whole file: every session would go down with this one."""
+    errors = errors_of(
+        cluster_data(),
+        peers=[
+            {"address": str(UPSTREAM), "asn": 65000},
+            {"address": str(UPSTREAM6), "asn": 65001},
+        ],
+    )
+    assert errors == [
+        f"bgp.peers[1].address: {UPSTREAM6} is IPv6 but sessions run from node.ip {NODE_A} "
+        "(IPv4); kroute has no IPv6 sessions yet: peer with the router's IPv4 address"
+    ]
