@@ -114,7 +114,9 @@ def _password(path: str) -> str:
     try:
         secret = read_password(path)
     except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        raise ValueError(
+            f"passwordFile {path}: cannot read: {exc.strerror}; make it readable (mode 0600)"
+        ) from None
     check_password(secret, path)
     return base64.b64encode(secret.encode()).decode()
 

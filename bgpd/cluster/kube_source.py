@@ -151,13 +151,19 @@ class KubeClusterState(ClusterState):
             self.asn = me.asn  # the node's annotation; read once, as ASNs change by restart
         return self.effective()
 
-    def effective(self) -> Config:
+    def preview(self, base: Config) -> Config:
+        return self._compute(base)[0]
+
+    def _compute(self, base: Config) -> tuple[Config, dict[str, KubeNode], list[str]]:
         caches = {name: informer.objects for name, informer in self.informers.items()}
         if not caches:
+            return base, {}, self.problems
+        return kube_effective_config(base, self.asn, caches, self._store_blocks(caches.get("ipam")))
+
+    def effective(self) -> Config:
+        if not self.informers:
             return self.base
-        config, nodes, problems = kube_effective_config(
-            self.base, self.asn, caches, self._store_blocks(caches.get("ipam"))
-        )
+        config, nodes, problems = self._compute(self.base)
         for problem in sorted(set(problems) - set(self.problems)):
             log.warning("event=kube-object-ignored problem=%r", problem)
         self.problems = problems

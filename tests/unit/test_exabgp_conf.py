@@ -5,6 +5,7 @@ of a user's can add configuration), read with exabgp's own configuration loader.
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import sys
 import tempfile
@@ -26,13 +27,24 @@ PEER_B = ipaddress.IPv4Address("192.0.2.3")
 SOCKET = "/run/kroute/exabgp.sock"
 
 
-def parse_exabgp(text: str) -> list[Any]:
-    """The neighbors exabgp's configuration loader makes of `text` (in this process)."""
-    from exabgp.configuration.configuration import Configuration
+@functools.cache
+def _quiet_exabgp_logger() -> None:
+    """Once per process, and silent: exabgp's logger keeps the stream it was set up
+    with (pytest's capture of one test), which is closed by the next."""
     from exabgp.environment import getenv
     from exabgp.logger import log
 
-    log.init(getenv())
+    env = getenv()
+    env.log.enable = False
+    env.log.level = "CRITICAL"
+    log.init(env)
+
+
+def parse_exabgp(text: str) -> list[Any]:
+    """The neighbors exabgp's configuration loader makes of `text` (in this process)."""
+    from exabgp.configuration.configuration import Configuration
+
+    _quiet_exabgp_logger()
     loader = Configuration([text], text=True)
     assert loader.reload(), f"exabgp refused the config: {loader.error}"
     return list(loader.neighbors.values())
