@@ -104,6 +104,7 @@ FIXED: dict[str, Callable[[Config], object]] = {
     "node.routerId": lambda c: c.node.router_id,
     "bgp.asn": lambda c: c.bgp.asn,
     "bgp.listenPort": lambda c: c.bgp.listen_port,
+    "bgp.mesh": lambda c: c.bgp.mesh,
     "status": lambda c: c.status,
     "runDir": lambda c: c.run_dir,
     "ipam": lambda c: c.ipam,
@@ -116,10 +117,20 @@ FIXED: dict[str, Callable[[Config], object]] = {
 }
 
 
+WHY_RESTART = {
+    "bgp.mesh": (
+        "applied at reload it would close every node-to-node session (or open them all) "
+        "at once, and every mesh route would go with them"
+    ),
+}
+
+
 def restart_required(old: Config, new: Config) -> list[str]:
     """Changes only a restart applies, one line each naming the field."""
     return [
-        f"{field}: changed from {get(old)} to {get(new)}; restart kroute to apply it"
+        f"{field}: changed from {get(old)} to {get(new)}; "
+        + (f"{WHY_RESTART[field]}; " if field in WHY_RESTART else "")
+        + "restart kroute to apply it"
         for field, get in FIXED.items()
         if get(old) != get(new)
     ]

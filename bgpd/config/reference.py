@@ -40,7 +40,10 @@ MEANINGS = {
     "their restarts",
     "bgp.gracefulRestart.restartTime": "seconds peers wait for us; also how long routes "
     "adopted from the kernel at start are kept",
-    "bgp.mesh": "`full`: peer with every cluster node; `none`: only reflectors and `bgp.peers`",
+    "bgp.mesh": (
+        "`full`: peer with every cluster node; `none`: only reflectors and `bgp.peers` "
+        "(restart-only: see docs/reload.md)"
+    ),
     "bgp.advertiseClusterIPs": "announce `cluster.serviceCIDRs` from this node "
     "(kube-router's `--advertise-cluster-ip`)",
     "bgp.peers": "routers outside the node mesh: upstreams (eBGP) and external reflectors",

@@ -160,3 +160,26 @@ async def test_sighup_reloads_as_a_task_on_the_loop(
     finally:
         daemon.request_stop()
         await running
+
+
+@pytest.mark.parametrize(("before", "after"), [("full", "none"), ("none", "full")])
+async def test_a_mesh_change_is_refused_at_reload(
+    tmp_path: Path, start_daemon: StartDaemon, before: str, after: str
+) -> None:
+    """`bgp.mesh` full <-> none at reload would drop (or add) every mesh session at
+    once: restart-only, said so, and the sessions stay."""
+    data = cluster_data(tmp_path)
+    data["bgp"]["mesh"] = before
+    data["cluster"]["nodes"][1]["routeReflectorClusterId"] = "10.0.0.2"  # one reflector
+    path = tmp_path / "kroute.yaml"
+    path.write_text(yaml.safe_dump(data))
+    daemon = await start_daemon(data, config_path=str(path))
+    state = running_state(daemon)
+    data["bgp"]["mesh"] = after
+    path.write_text(yaml.safe_dump(data))
+    assert await daemon.reload() == [
+        f"bgp.mesh: changed from {before} to {after}; applied at reload it would close "
+        "every node-to-node session (or open them all) at once, and every mesh route would "
+        "go with them; restart kroute to apply it"
+    ]
+    assert running_state(daemon) == state
