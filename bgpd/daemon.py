@@ -23,16 +23,14 @@ from bgpd.bgp.advertise import PeerAdvertisements, Reflector, desired_advertisem
 from bgpd.bgp.drain import Drain
 from bgpd.bgp.events import EndOfRib, Event, PeerOpen, PeerState, RoutesUpdate
 from bgpd.bgp.exabgp_conf import SpeakerSpec
-from bgpd.bgp.node_facts import local_facts, speaker_spec
-from bgpd.bgp.peers import own_cluster_id, resolve_peers
+from bgpd.bgp.peers import resolve_peers
 from bgpd.bgp.rib import Path as RibPath
 from bgpd.bgp.rib import Rib, best_next_hops
 from bgpd.bgp.sessions import PeerStatus, Sessions
-from bgpd.bgp.speaker import EventHandler, ExaBGPSpeaker, Speaker
+from bgpd.bgp.speaker import EventHandler, ExaBGPSpeaker, Speaker, SpeakerConfig
 from bgpd.cluster.state import ClusterState
 from bgpd.config.model import Config
 from bgpd.config.peers import PrefixKind
-from bgpd.config.stores import parse_lb_pools, parse_lb_services
 from bgpd.health import Health, reconcile_histogram
 from bgpd.lb.allocation import LoadBalancers, host_prefix
 from bgpd.lb.store import LbStore
@@ -40,6 +38,7 @@ from bgpd.lb.sync import LbSync
 from bgpd.reconcile.datapath import DatapathSync
 from bgpd.reconcile.desired import desired_kernel_routes
 from bgpd.reconcile.overlay import OverlayRouting
+from bgpd.reload import Plan, plan
 from bgpd.reload import reload as reload_config
 from datapath.loopback import LoopbackAddresses
 from datapath.routes import KernelRoute, KernelRouteReconciler, KernelRoutes
@@ -83,17 +82,18 @@ class Daemon:
         self.routing = routing
         self._dirty = asyncio.Event()
         self.lb_sync = LbSync(self.lb, lb_store, self._dirty.set, clock)
+        first = plan(config, None)
         self.sessions = Sessions(
-            resolve_peers(config),
+            first.peers,
             self.rib,
-            local_facts(config),
+            first.local,
             on_change=self._dirty.set,
             teardown=self._teardown,
             clock=clock,
             stale_path_time=config.bgp.graceful_restart.stale_path_time,
         )
         self.peers: dict[IPAddress, PeerStatus] = self.sessions.peers
-        self._derive(config)
+        self._use(first)
         self.advertised: PeerAdvertisements = {}
         self._drain = Drain(Path(config.run_dir) / "drain-state", self._dirty.set)
         self.kernel = kernel
@@ -114,53 +114,56 @@ class Daemon:
         self._beat_datapath = (
             self.health.register("datapath", HEARTBEAT_TIMEOUT) if datapath is not None else None
         )
-        self.speaker = speaker_factory(
-            speaker_spec(config), Path(config.run_dir), self.handle_event
-        )
+        self.speaker = speaker_factory(first.speaker, Path(config.run_dir), self.handle_event)
         self._stop = asyncio.Event()
         self._adoption_timer: asyncio.TimerHandle | None = None
+        self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[list[str]]] = set()
 
-    def _derive(self, config: Config) -> None:
+    def _use(self, plan: Plan) -> None:
         """What follows from the config alone: our prefixes and reflector identity."""
-        me = config.self_node()
-        self.own_cidrs: tuple[Network, ...] = me.pod_cidrs if me else ()
-        self._config_prefixes: dict[Network, PrefixKind] = dict.fromkeys(self.own_cidrs, "podCIDR")
-        if config.bgp.advertise_cluster_ips:  # kube-router's --advertise-cluster-ip
-            for cidr in config.cluster.service_cidrs:
-                self._config_prefixes[cidr] = "serviceClusterIP"
+        self.own_cidrs: tuple[Network, ...] = plan.own_cidrs
+        self._config_prefixes: dict[Network, PrefixKind] = dict(plan.config_prefixes)
         self.local_prefixes = dict(self._config_prefixes)
-        self.lb.configure(
-            parse_lb_pools(list(config.load_balancer.pools)),
-            parse_lb_services(list(config.load_balancer.services)),
-            (n.name for n in config.cluster.nodes),
-        )
-        cluster_id = own_cluster_id(config)
-        self.cluster_id = str(cluster_id) if cluster_id is not None else None
+        self.lb.configure(plan.lb_pools, plan.lb_services, plan.node_names)
+        self.cluster_id = plan.cluster_id
 
-    def reload(self) -> list[str]:
-        """Re-read the config file (SIGHUP, `kroute reload`); errors refuse it."""
+    async def reload(self) -> list[str]:
+        """Re-read the config file (SIGHUP, `kroute reload`); errors refuse it. One
+        reload at a time; each sees the state the one before it left."""
         if self.config_path is None:
             return ["this daemon was started without a config file; nothing to reload"]
-        return reload_config(self, self.config_path)
+        async with self._reloading:
+            return await reload_config(self, self.config_path)
 
-    def apply_file_config(self, config: Config) -> None:
-        """A reloaded file: allocations and members stay, the rest follows the file."""
-        if self.cluster is not None:
-            self.cluster.base = config
-            config = self.cluster.effective()
-        self.reconfigure(config)
+    def _reload_soon(self) -> None:
+        """SIGHUP: the reload runs as a task on the loop, not inside the handler."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    def prepare(self, config: Config) -> Callable[[], None]:
+        """Everything a new config needs that can fail (peers, exabgp.conf with its
+        passwords) with nothing changed; the callable applies it, speaker first (its
+        file write is the one step that can still fail, and then nothing changed)."""
+        new = plan(config, self._lb_pools())
+        prepared = self.speaker.prepare(new.speaker)
+        return functools.partial(self._apply, new, prepared)
+
+    def _apply(self, new: Plan, prepared: SpeakerConfig) -> None:
+        self.speaker.reconfigure(prepared)
+        self.config = new.config
+        self._use(new)
+        self.sessions.local = new.local
+        self.sessions.stale_path_time = new.config.bgp.graceful_restart.stale_path_time
+        self.sessions.set_peers(new.peers)
+        self._dirty.set()
 
     def reconfigure(self, config: Config) -> None:
-        """Apply a new config (reload, or membership change) without a restart: peers
-        added, removed or changed, the others undisturbed. The caller validated it;
-        settings a running daemon cannot take are refused before this (see reload)."""
-        self.config = config
-        self._derive(config)
-        self.sessions.local = local_facts(config)
-        self.sessions.stale_path_time = config.bgp.graceful_restart.stale_path_time
-        self.sessions.set_peers(resolve_peers(config, self._lb_pools()))
-        self.speaker.reconfigure(speaker_spec(config))
-        self._dirty.set()
+        """Apply a new config (membership change) without a restart: peers added,
+        removed or changed, the others undisturbed. The caller validated it; a failure
+        to prepare it raises and changes nothing."""
+        self.prepare(config)()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -194,7 +197,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.start()
         if ready is not None:
             ready()
@@ -213,6 +216,8 @@ class Daemon:
         self._reconciler_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reconciler_task
+        for task in list(self._reloads):
+            task.cancel()
         self.sessions.cancel_timers()
         if self._adoption_timer is not None:
             self._adoption_timer.cancel()

@@ -167,7 +167,7 @@ def build_app(daemon: Daemon, *, control: bool) -> web.Application:
         return web.json_response({"drain": daemon.drain_state})
 
     async def reload(_: web.Request) -> web.Response:
-        errors = daemon.reload()
+        errors = await daemon.reload()
         if errors:
             return web.json_response({"error": "; ".join(errors), "errors": errors}, status=400)
         return web.json_response({"reloaded": True, "peers": len(daemon.peers)})

@@ -100,12 +100,13 @@ def desired_advertisements(
     withdrawn: bool = False,
 ) -> PeerAdvertisements:
     """For every peer, every prefix to advertise to it. `withdrawn` (a finished drain)
-    sends none of our own prefixes; reflected routes keep flowing."""
+    sends none of our own prefixes; reflected routes keep flowing. A session carries
+    its own address family only (exabgp.conf): IPv6 prefixes go to IPv6 peers."""
     result: PeerAdvertisements = {peer.address: {} for peer in peers}
     if not withdrawn:
         for peer in peers:
             for prefix, kind in local.items():
-                if kind in peer.exports.kinds:
+                if kind in peer.exports.kinds and prefix.version == peer.address.version:
                     result[peer.address][prefix] = local_advertisement(
                         prefix, peer, local_asn, draining
                     )
@@ -135,7 +136,7 @@ def _reflect(
             continue  # eBGP routes are not ours to pass on: every node peers upstream itself
         advertisement = reflected_advertisement(path, reflector, prefix)
         for target in ibgp:
-            if target.address == source.address:
+            if target.address == source.address or target.address.version != prefix.version:
                 continue
             if not (source.rr_client or target.rr_client):
                 continue  # non-client to non-client: never reflected

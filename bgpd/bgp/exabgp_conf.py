@@ -2,19 +2,30 @@
 
 Pure functions: the same inputs always give the same text, so a restart with an
 unchanged config gives exabgp exactly the same file.
+
+Nothing a user wrote goes into the file raw. exabgp's tokenizer reads line by line,
+undoes backslash escapes first and opens or closes a string on either quote, so no
+value can be escaped: descriptions keep only plain characters, the MD5 password goes
+base64-encoded (`md5-base64 true`), paths must be plain tokens, and the rest are
+addresses and integers from validated config.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bgpd.bgp.peers import Peer
-from bgpd.config.peers import read_password
+from bgpd.config.peers import DESCRIPTION_MAX, check_password, read_password
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9 ._:/@()+,=-]")
+_PATH = re.compile(r"[A-Za-z0-9._/+@:=-]+")  # no space or comma: both split a token
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,8 @@ def render_config(spec: SpeakerSpec, bridge_socket: str) -> str:
     It holds MD5 passwords: the speaker writes it with mode 0600."""
     lines = [
         "process kroute {",
-        f"    run {sys.executable} -m bgpd.bgp.bridge {bridge_socket};",
+        f"    run {_path(sys.executable, 'the Python interpreter')} -m bgpd.bgp.bridge "
+        f"{_path(bridge_socket, 'runDir')};",
         "    encoder json;",
         "}",
     ]
@@ -48,7 +60,7 @@ def _neighbor_block(spec: SpeakerSpec, peer: Peer) -> Sequence[str]:
     family = "ipv4 unicast" if peer.address.version == 4 else "ipv6 unicast"
     block = [f"neighbor {peer.address} {{"]
     if peer.name:
-        block.append(f'    description "{peer.name}";')
+        block.append(f'    description "{safe_description(peer.name)}";')
     block += [
         f"    router-id {spec.router_id};",
         f"    local-address {spec.local_address};",
@@ -63,7 +75,7 @@ def _neighbor_block(spec: SpeakerSpec, peer: Peer) -> Sequence[str]:
     if peer.multihop is not None:
         block.append(f"    outgoing-ttl {peer.multihop};")
     if peer.password_file is not None:
-        block.append(f'    md5-password "{read_password(peer.password_file)}";')
+        block += [f"    md5-password {_password(peer.password_file)};", "    md5-base64 true;"]
     block.append("    capability {")
     if peer.graceful_restart:
         block.append(f"        graceful-restart {spec.restart_time};")
@@ -81,6 +93,32 @@ def _neighbor_block(spec: SpeakerSpec, peer: Peer) -> Sequence[str]:
         "}",
     ]
     return block
+
+
+def safe_description(text: str) -> str:
+    """`text` with every character exabgp could read as syntax replaced by `_`."""
+    return _NOT_PLAIN.sub("_", text[:DESCRIPTION_MAX])
+
+
+def _path(path: str, field: str) -> str:
+    if not _PATH.fullmatch(path):
+        raise ValueError(
+            f"{field}: {path!r} cannot go into exabgp.conf; use a path of letters, digits "
+            "and ._/+@:=- only"
+        )
+    return path
+
+
+def _password(path: str) -> str:
+    """Read again (the file may have changed since load), checked as at load, base64."""
+    try:
+        secret = read_password(path)
+    except OSError as exc:
+        raise ValueError(
+            f"passwordFile {path}: cannot read: {exc.strerror}; make it readable (mode 0600)"
+        ) from None
+    check_password(secret, path)
+    return base64.b64encode(secret.encode()).decode()
 
 
 def render_env(spec: SpeakerSpec) -> dict[str, str]:

@@ -32,6 +32,7 @@ from bgpd.bgp.exabgp_commands import (
     withdraw_commands,
 )
 from bgpd.bgp.exabgp_conf import SpeakerSpec, render_config, render_env
+from common.errors import PeerError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,15 @@ class SpeakerInfo:
     command_errors: int
 
 
+@dataclass(frozen=True)
+class SpeakerConfig:
+    """A spec with its exabgp.conf rendered: prepared (and checked) before a reload
+    changes anything, applied by `Speaker.reconfigure`."""
+
+    spec: SpeakerSpec
+    text: str
+
+
 class Speaker(Protocol):
     """What the daemon needs from a BGP speaker."""
 
@@ -63,7 +73,14 @@ class Speaker(Protocol):
 
     def teardown(self, peer: IPAddress, cease_subcode: int) -> None: ...
 
-    def reconfigure(self, spec: SpeakerSpec) -> None: ...
+    def prepare(self, spec: SpeakerSpec) -> SpeakerConfig:
+        """Render exabgp.conf for `spec`; raises ValueError, changes nothing."""
+        ...
+
+    def reconfigure(self, config: SpeakerConfig) -> None:
+        """Apply a prepared config; raises PeerError, with nothing changed, if the
+        file cannot be written."""
+        ...
 
     def info(self) -> SpeakerInfo: ...
 
@@ -75,6 +92,7 @@ class ExaBGPSpeaker:
 
     def __init__(self, spec: SpeakerSpec, run_dir: Path, on_event: EventHandler) -> None:
         self._spec = spec
+        self._text = ""  # exabgp.conf as written
         self._run_dir = run_dir
         self._on_event = on_event
         self._socket_path = run_dir / "exabgp.sock"
@@ -96,7 +114,8 @@ class ExaBGPSpeaker:
     async def start(self) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._end_leftover_exabgp()
-        self._write_config()
+        self._text = self.prepare(self._spec).text
+        self._write_config(self._text)
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
         self._server = await asyncio.start_unix_server(
@@ -114,30 +133,40 @@ class ExaBGPSpeaker:
     def teardown(self, peer: IPAddress, cease_subcode: int) -> None:
         self._send([teardown_command(peer, cease_subcode)])
 
-    def reconfigure(self, spec: SpeakerSpec) -> None:
+    def prepare(self, spec: SpeakerSpec) -> SpeakerConfig:
+        return SpeakerConfig(spec, render_config(spec, str(self._socket_path)))
+
+    def reconfigure(self, config: SpeakerConfig) -> None:
         """New neighbors or neighbor settings: rewrite exabgp.conf and have exabgp
         reload it (SIGUSR1). exabgp leaves unchanged neighbors alone, closes removed
         ones with Cease (peer de-configured) and re-establishes changed ones."""
-        if spec == self._spec:
-            return
+        spec = config.spec
+        if spec == self._spec and config.text == self._text:
+            return  # the text too: a password file's new content is a change
+        try:
+            self._write_config(config.text)
+        except OSError as exc:
+            raise PeerError(
+                f"runDir: cannot write {self._config_path}: {exc.strerror}; nothing was "
+                "changed (check the disk and the directory)"
+            ) from None
         kept = {p.address for p in spec.neighbors}
         for gone in [a for a in self._wanted if a not in kept]:
             self._wanted.pop(gone, None)
             self._announced.pop(gone, None)
             self._up.discard(gone)
-        self._spec = spec
-        self._write_config()
+        self._spec, self._text = spec, config.text
         process = self._process
         if process is not None and process.returncode is None:
             process.send_signal(signal.SIGUSR1)
             log.info("event=exabgp-reload neighbors=%d", len(spec.neighbors))
 
-    def _write_config(self) -> None:
+    def _write_config(self, text: str) -> None:
         """exabgp.conf holds MD5 passwords: created 0600, replaced atomically."""
         tmp = self._config_path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(render_config(self._spec, str(self._socket_path)))
+            out.write(text)
         os.replace(tmp, self._config_path)
 
     def info(self) -> SpeakerInfo:
@@ -311,8 +340,8 @@ class ExaBGPSpeaker:
 
     def _replay_to(self, peer: IPAddress) -> None:
         """Everything we advertise to `peer`, then End-of-RIB: the order graceful
-        restart needs (exabgp runs with manual-eor)."""
+        restart needs (exabgp runs with manual-eor). Only for the session's family,
+        the one exabgp.conf gives it: exabgp refuses an EoR of another."""
         self._announced.pop(peer, None)
         self._sync(peer)
-        families = {p.version for p in self._wanted.get(peer, {})} | {peer.version}
-        self._send([eor_command(peer, version) for version in sorted(families)])
+        self._send([eor_command(peer, peer.version)])

@@ -74,6 +74,11 @@ def kube_effective_config(
     for peer in [*(me.peers if me else ()), *extra]:
         if peer.address in node_ips:
             problems.append(f"peer {peer.address}: a cluster node (its session is the mesh's)")
+        elif node_cfg.ip is not None and peer.address.version != node_cfg.ip.version:
+            problems.append(
+                f"peer {peer.address}: sessions run from the node's IPv{node_cfg.ip.version} "
+                f"address {node_cfg.ip}; use the router's IPv{node_cfg.ip.version} address"
+            )
         elif all(p.address != peer.address for p in peers):
             peers.append(peer)
     pools, found = pool_docs(caches["pools"].values())
@@ -146,13 +151,19 @@ class KubeClusterState(ClusterState):
             self.asn = me.asn  # the node's annotation; read once, as ASNs change by restart
         return self.effective()
 
-    def effective(self) -> Config:
+    def preview(self, base: Config) -> Config:
+        return self._compute(base)[0]
+
+    def _compute(self, base: Config) -> tuple[Config, dict[str, KubeNode], list[str]]:
         caches = {name: informer.objects for name, informer in self.informers.items()}
         if not caches:
+            return base, {}, self.problems
+        return kube_effective_config(base, self.asn, caches, self._store_blocks(caches.get("ipam")))
+
+    def effective(self) -> Config:
+        if not self.informers:
             return self.base
-        config, nodes, problems = kube_effective_config(
-            self.base, self.asn, caches, self._store_blocks(caches.get("ipam"))
-        )
+        config, nodes, problems = self._compute(self.base)
         for problem in sorted(set(problems) - set(self.problems)):
             log.warning("event=kube-object-ignored problem=%r", problem)
         self.problems = problems

@@ -184,7 +184,12 @@ class ClusterState:
         return self.effective()
 
     def effective(self) -> Config:
-        return effective_config(self.base, self.blocks, self.members)
+        return self.preview(self.base)
+
+    def preview(self, base: Config) -> Config:
+        """The effective config a new file config would give; changes nothing (a
+        reload prepares with it before applying)."""
+        return effective_config(base, self.blocks, self.members)
 
     def follow(self, daemon: ClusterFollower) -> None:
         """Reconfigure `daemon` whenever the membership changes; the `membership`
@@ -232,9 +237,13 @@ class ClusterState:
                 "event=members-retained nodes=%s reason=no-store-record-but-session-established",
                 ",".join(retained),
             )
+        try:  # refused (a password file gone): nothing changed, tried again next time
+            daemon.reconfigure(effective_config(self.base, self.blocks, members))
+        except (KrouteError, ValueError, OSError) as exc:
+            log.error("event=membership-change-refused error=%r", str(exc))
+            return
         self.members = members
         log.info("event=membership-changed members=%s", ",".join(sorted(members)))
-        daemon.reconfigure(self.effective())
 
     async def _allocate(self) -> None:
         assert self.store is not None and self.pool is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,8 @@ RANGES = {
 
 DEFAULT_SOCKET = "/run/kroute/kroute.sock"
 DEFAULT_RUN_DIR = "/run/kroute"
+RUN_DIR_CHARS = re.compile(r"/[A-Za-z0-9._/+@:=-]*")  # it goes into exabgp.conf as a token
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the NUL; runDir holds exabgp.sock
 
 
 class NodeConfig(Model):
@@ -175,6 +178,21 @@ class Config(Model):
     routing: RoutingConfig = RoutingConfig()
     datapath: DatapathConfig = DatapathConfig()
     log: LogConfig = LogConfig()
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir(cls, value: str) -> str:
+        if not RUN_DIR_CHARS.fullmatch(value):
+            raise ValueError(
+                f"{value!r} must be an absolute path of letters, digits and ._/+@:=- only "
+                "(it goes into exabgp.conf), for example /run/kroute"
+            )
+        if len(os.path.join(value, "exabgp.sock").encode()) > SOCKET_PATH_MAX:
+            raise ValueError(
+                f"{value!r} is too long for the exabgp socket in it (unix socket paths "
+                f"are at most {SOCKET_PATH_MAX} bytes); use a shorter path"
+            )
+        return value
 
     @model_validator(mode="after")
     def _sources(self) -> Config:
@@ -327,10 +345,25 @@ def _with_node_defaults(config: Config) -> Config:
             f"node.name: {name!r} is not in cluster.nodes; add it there with its podCIDRs "
             "or set node.name to one of them"
         )
+    errors += _session_family_errors(config.bgp.peers, ip)
     if errors:
         raise ConfigError(errors)
     new_node = NodeConfig(name=name, ip=ip, routerId=router_id)
     return config.model_copy(update={"node": new_node})
+
+
+def _session_family_errors(
+    peers: tuple[PeerConfig, ...], local: ipaddress.IPv4Address
+) -> list[str]:
+    """Every session runs from node.ip, and a TCP session has one family at both ends
+    (exabgp refuses the whole file otherwise, every session with it)."""
+    return [
+        f"bgp.peers[{i}].address: {peer.address} is IPv{peer.address.version} but sessions "
+        f"run from node.ip {local} (IPv{local.version}); kroute has no IPv6 sessions yet: "
+        "peer with the router's IPv4 address"
+        for i, peer in enumerate(peers)
+        if peer.address.version != local.version
+    ]
 
 
 def _default_ipv4() -> ipaddress.IPv4Address | None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from bgpd.config.types import CIDR, Community, LargeCommunity, Model
 
 PrefixKind = Literal["podCIDR", "serviceClusterIP", "loadBalancerIP"]
 ALL_KINDS: tuple[PrefixKind, ...] = ("podCIDR", "serviceClusterIP", "loadBalancerIP")
+DESCRIPTION_MAX = 128
+PASSWORD_MAX = 80  # bytes: TCP_MD5SIG_MAXKEYLEN, RFC 2385
 
 
 class ImportPolicy(Model):
@@ -64,10 +67,24 @@ class PeerConfig(Model):
             raise ValueError(
                 f"cannot read {value}: {exc.strerror}; create it (mode 0600)"
             ) from None
-        if not secret:
-            raise ValueError(f"{value} is empty; put the TCP MD5 password in it")
-        if len(secret) > 80:
-            raise ValueError(f"{value}: the password must be at most 80 characters (RFC 2385)")
+        check_password(secret, value)
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str, info: ValidationInfo) -> str:
+        """Shown in logs and status and written to exabgp.conf: one line of text."""
+        peer = info.data.get("address", "?")
+        control = next((c for c in value if _is_control(c)), None)
+        if control is not None:
+            raise ValueError(
+                f"peer {peer}: contains the control character U+{ord(control):04X}; "
+                "write the description as one line of text"
+            )
+        if len(value) > DESCRIPTION_MAX:
+            raise ValueError(
+                f"peer {peer}: {len(value)} characters, at most {DESCRIPTION_MAX}; shorten it"
+            )
         return value
 
     @field_validator("hold_time")
@@ -76,6 +93,23 @@ class PeerConfig(Model):
         if value in (1, 2):
             raise ValueError("must be 0 (no keepalives) or 3-65535 seconds (RFC 4271)")
         return value
+
+
+def _is_control(char: str) -> bool:
+    """Control and format characters, line and paragraph separators, lone surrogates."""
+    return unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def check_password(secret: str, path: str) -> None:
+    """What the kernel and the peers can take; messages name the file, never the secret."""
+    if not secret:
+        raise ValueError(f"{path} is empty; put the TCP MD5 password in it")
+    if any(_is_control(c) for c in secret):
+        raise ValueError(
+            f"{path}: the password has a line break or control character; write it on one line"
+        )
+    if len(secret.encode()) > PASSWORD_MAX:
+        raise ValueError(f"{path}: the password must be at most {PASSWORD_MAX} bytes (RFC 2385)")
 
 
 def read_password(path: str) -> str:

@@ -42,15 +42,22 @@ MEANINGS = {
     "adopted from the kernel at start are kept",
     "bgp.gracefulRestart.stalePathTime": "seconds a peer back from its restart has to send "
     "End-of-RIB; then the routes it did not send again go (RFC 4724 4.2)",
-    "bgp.mesh": "`full`: peer with every cluster node; `none`: only reflectors and `bgp.peers`",
+    "bgp.mesh": (
+        "`full`: peer with every cluster node; `none`: only reflectors and `bgp.peers` "
+        "(restart-only: see [reload](reload.md))"
+    ),
     "bgp.advertiseClusterIPs": "announce `cluster.serviceCIDRs` from this node "
     "(kube-router's `--advertise-cluster-ip`)",
     "bgp.peers": "routers outside the node mesh: upstreams (eBGP) and external reflectors",
-    "bgp.peers[].address": "the peer's IP",
+    "bgp.peers[].address": "the peer's IP, of node.ip's family (IPv4: sessions run from it)",
     "bgp.peers[].asn": "its AS; different from `bgp.asn` means eBGP",
     "bgp.peers[].port": "the port to connect to",
-    "bgp.peers[].description": "shown as the peer's name (default: its address)",
-    "bgp.peers[].passwordFile": "file holding the TCP MD5 password (never shown anywhere)",
+    "bgp.peers[].description": (
+        "shown as the peer's name (default: its address); one line, at most 128 characters"
+    ),
+    "bgp.peers[].passwordFile": (
+        "file holding the TCP MD5 password, one line of at most 80 bytes (never shown anywhere)"
+    ),
     "bgp.peers[].ebgpMultihop": "TTL for eBGP peers that are not directly connected",
     "bgp.peers[].passive": "wait for the peer to connect",
     "bgp.peers[].holdTime": "per-peer hold time (default: `bgp.holdTime`)",
@@ -87,7 +94,10 @@ MEANINGS = {
     "status.listen": 'TCP `HOST:PORT` of the read-only status API; `""` turns it off',
     "status.socket": "unix socket (mode 0600) of the status API and the CLI; the only way "
     "to change the node",
-    "runDir": "exabgp's config, log and bridge socket; drain state; caches kept across restarts",
+    "runDir": (
+        "exabgp's config, log and bridge socket; drain state; caches kept across restarts "
+        "(an absolute path of letters, digits and ._/+@:=-)"
+    ),
     "ipam": "pod CIDR allocation",
     "ipam.mode": "`static` (`cluster.nodes[].podCIDRs`), `cluster-pool` (node blocks from a "
     "store) or `kubernetes` (each Node's `spec.podCIDRs`; needs `cluster.source: kubernetes`)",

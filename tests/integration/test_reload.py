@@ -64,8 +64,9 @@ def test_reload_removes_and_adds_a_peer_without_disturbing_the_others(lab: labmo
         (lambda c: c["bgp"].update(asn=0), "bgp.asn: must be 1-4294967295, got 0"),
         (lambda c: c["bgp"].update(holdTimer=9), "bgp.holdTimer: unknown key"),
         (lambda c: c["node"].update(ip="172.31.99.9"), "node.ip: "),
+        (lambda c: c["bgp"].update(mesh="none"), "bgp.mesh: changed from full to none; "),
     ],
-    ids=["invalid-asn", "unknown-key", "needs-restart"],
+    ids=["invalid-asn", "unknown-key", "needs-restart", "mesh-full-to-none"],
 )
 def test_bad_reload_is_refused_and_changes_nothing(
     lab: labmod.Lab, edit: Any, message: str

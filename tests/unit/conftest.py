@@ -14,10 +14,11 @@ import pytest
 
 from bgpd.bgp.advertise import PeerAdvertisements
 from bgpd.bgp.events import Event
-from bgpd.bgp.exabgp_conf import SpeakerSpec
-from bgpd.bgp.speaker import SpeakerInfo
+from bgpd.bgp.exabgp_conf import SpeakerSpec, render_config
+from bgpd.bgp.speaker import SpeakerConfig, SpeakerInfo
 from bgpd.config.model import Config, parse_config
 from bgpd.daemon import Daemon
+from common.errors import PeerError
 from tests.fakes.kernel_routes import FakeKernelRoutes
 from tests.fakes.lb_store import MemoryLbStore
 from tests.fakes.loopback import FakeLoopback
@@ -148,9 +149,12 @@ class FakeSpeaker:
         self.teardowns: list[tuple[IPAddress, int]] = []
         self.started = False
         self.stopped = False
+        self.config_text = ""  # exabgp.conf as the real speaker would have written it
+        self.write_error: str | None = None  # set: reconfigure fails as a full disk would
         FakeSpeaker.instances.append(self)
 
     async def start(self) -> None:
+        self.config_text = self.prepare(self.spec).text
         self.started = True
 
     def set_advertisements(self, advertisements: PeerAdvertisements) -> None:
@@ -159,8 +163,14 @@ class FakeSpeaker:
     def teardown(self, peer: IPAddress, cease_subcode: int) -> None:
         self.teardowns.append((peer, cease_subcode))
 
-    def reconfigure(self, spec: SpeakerSpec) -> None:
-        self.spec = spec
+    def prepare(self, spec: SpeakerSpec) -> SpeakerConfig:
+        """The real rendering (it reads the password files), written nowhere."""
+        return SpeakerConfig(spec, render_config(spec, str(self.run_dir / "exabgp.sock")))
+
+    def reconfigure(self, config: SpeakerConfig) -> None:
+        if self.write_error is not None:
+            raise PeerError(f"runDir: cannot write exabgp.conf: {self.write_error}")
+        self.spec, self.config_text = config.spec, config.text
 
     @property
     def latest(self) -> PeerAdvertisements:
@@ -200,16 +210,19 @@ StartDaemon = Callable[..., Awaitable[Daemon]]
 
 @pytest.fixture
 async def start_daemon(fake_speaker_class: type[FakeSpeaker]) -> AsyncIterator[StartDaemon]:
-    """`start(data, kernel=None)`: a started Daemon on config `data` with the fake speaker,
-    a fake loopback and `kernel` (an empty FakeKernelRoutes by default); all are stopped
-    at teardown."""
+    """`start(data, kernel=None, config_path=None)`: a started Daemon on config `data` with
+    the fake speaker, a fake loopback and `kernel` (an empty FakeKernelRoutes by default);
+    all are stopped at teardown."""
     started: list[Daemon] = []
 
-    async def start(data: dict[str, Any], kernel: FakeKernelRoutes | None = None) -> Daemon:
+    async def start(
+        data: dict[str, Any], kernel: FakeKernelRoutes | None = None, config_path: str | None = None
+    ) -> Daemon:
         daemon = Daemon(
             parse_config(data, host_defaults=True),
             kernel or FakeKernelRoutes(),
             speaker_factory=fake_speaker_class,
+            config_path=config_path,
             loopback=FakeLoopback(),
             lb_store=MemoryLbStore(),
         )

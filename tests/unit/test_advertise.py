@@ -4,7 +4,7 @@ route reflection as RFC 4456 says."""
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address, ip_network
+from ipaddress import IPv4Address, ip_address, ip_network
 from typing import Any
 
 import pytest
@@ -305,3 +305,18 @@ def test_reflection_ignores_export_kinds_of_local_prefixes() -> None:
     c = dataclasses.replace(C, exports=ExportRules(frozenset()))
     result = desired((B, c), local=LOCAL, paths={OTHER: [path(CLIENT_B)]}, reflector=REFLECT)
     assert result[CLIENT_C] == {OTHER: result[CLIENT_C][OTHER]}
+
+
+def test_a_session_gets_the_prefixes_of_its_own_family_only() -> None:
+    """An IPv4 session carries IPv4 unicast only (the family exabgp.conf gives it):
+    an IPv6 pod CIDR sent there is a command exabgp refuses, and it must not be counted
+    as advertised either."""
+    pod6 = ip_network("fd00:244:1::/64")
+    reflected6 = ip_network("fd00:251::/48")
+    paths = {reflected6: [path(CLIENT_B, next_hop=ip_address("fd00::2"))]}
+    result = desired_advertisements(
+        ALL, {**LOCAL, pod6: "podCIDR"}, paths, local_asn=ASN, reflector=REFLECT
+    )
+    for peer_address, advertisements in result.items():
+        assert {p.version for p in advertisements} == {4}, peer_address
+    assert set(result[UPSTREAM]) == {POD, LB}

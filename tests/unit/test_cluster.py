@@ -116,3 +116,33 @@ def test_members_whose_record_vanished_stay_while_their_session_is_up() -> None:
     assert visible_members({"a": a}, kept, lambda ip: False) == {"a": a}
     newer = _member("b", "10.0.0.22")  # the store's record wins over a kept one
     assert visible_members({"a": a, "b": newer}, kept, lambda ip: True) == {"a": a, "b": newer}
+
+
+class RefusingFollower:
+    """A daemon whose first reconfigure is refused (a password file gone, say)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.refusals = 1
+
+    def reconfigure(self, config: Config) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise ValueError("passwordFile /etc/kroute/md5: cannot read: Permission denied")
+        self.config = config
+
+    def session_held(self, ip: str) -> bool:
+        return False
+
+
+def test_a_refused_membership_change_is_tried_again(tmp_path: Path) -> None:
+    """The members stay as the daemon runs them until it takes the change: a refused
+    one neither stops the watch nor is forgotten."""
+    state = ClusterState(pool_config(tmp_path, source="etcd"))
+    daemon = RefusingFollower(state.effective())
+    state.watched = {"b": _member("b", "10.0.0.2")}
+    state._apply(daemon)  # type: ignore[arg-type]
+    assert state.members == {} and daemon.refusals == 0
+    state._apply(daemon)  # type: ignore[arg-type]
+    assert set(state.members) == {"b"}
+    assert sorted(n.name for n in daemon.config.cluster.nodes) == ["a", "b"]

@@ -432,3 +432,19 @@ def test_config_error_is_a_kroute_error() -> None:
 def test_cluster_with_three_distinct_nodes_has_no_errors() -> None:
     config = parse_config(cluster_data())
     assert {n.ip for n in config.cluster.nodes} == {NODE_A, NODE_B, NODE_C}
+
+
+@pytest.mark.parametrize(
+    ("run_dir", "why"),
+    [
+        ("run/kroute", "must be an absolute path"),
+        ("/run/kroute dir", "must be an absolute path of letters"),
+        ('/run/k"; run /bin/sh', "(it goes into exabgp.conf)"),
+        ("/run/a,b", "must be an absolute path of letters"),
+        ("/" + "r" * 100, "too long for the exabgp socket"),
+    ],
+)
+def test_a_run_dir_exabgp_conf_cannot_hold_is_refused(run_dir: str, why: str) -> None:
+    errors = errors_of(data_with(runDir=run_dir))
+    assert len(errors) == 1 and errors[0].startswith("runDir: ")
+    assert why in errors[0]

@@ -5,6 +5,7 @@ the `kubernetes` section is restart-only."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -28,15 +29,15 @@ class DaemonDouble:
 
     def __init__(self, base: Config, effective: Config) -> None:
         self.config = effective
-        self.cluster = SimpleNamespace(base=base)
+        self.cluster = SimpleNamespace(base=base, preview=lambda config: config)
         self.peers: dict[str, Any] = {}
         self.applied: Config | None = None
 
-    def apply_file_config(self, config: Config) -> None:
-        self.applied = config
+    def prepare(self, config: Config) -> Callable[[], None]:
+        return lambda: setattr(self, "applied", config)
 
 
-def test_reload_compares_with_the_file_not_the_node_object(tmp_path: Path) -> None:
+async def test_reload_compares_with_the_file_not_the_node_object(tmp_path: Path) -> None:
     path = tmp_path / "kroute.yaml"
     path.write_text(yaml.safe_dump(FILE))
     base = load_config(path)
@@ -46,10 +47,10 @@ def test_reload_compares_with_the_file_not_the_node_object(tmp_path: Path) -> No
     )
     daemon = DaemonDouble(base, effective)
     path.write_text(yaml.safe_dump({**FILE, "bgp": {"asn": 64512, "holdTime": 30}}))
-    assert reload(cast(Daemon, daemon), path) == []
+    assert await reload(cast(Daemon, daemon), path) == []
     assert daemon.applied is not None and daemon.applied.bgp.hold_time == 30
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("{}")
     path.write_text(yaml.safe_dump({**FILE, "kubernetes": {"kubeconfig": str(kubeconfig)}}))
-    errors = reload(cast(Daemon, daemon), path)
+    errors = await reload(cast(Daemon, daemon), path)
     assert len(errors) == 1 and errors[0].startswith("kubernetes: changed")

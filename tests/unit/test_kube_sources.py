@@ -197,3 +197,14 @@ def test_a_peer_object_naming_a_cluster_node_is_ignored() -> None:
     config, _, problems = kube_effective_config(base(), 64512, objs)
     assert config.bgp.peers == ()
     assert any("peer 10.0.0.2: a cluster node" in p for p in problems), problems
+
+
+def test_an_ipv6_peer_object_is_ignored_as_sessions_run_from_ipv4() -> None:
+    objs = caches(nodes=[node("n1", "10.0.0.1")],
+                  bgppeers=[bgp_peer("v6", "2001:db8::1", 65001),
+                            bgp_peer("v4", "10.0.0.254", 65001)])  # fmt: skip
+    config, _, problems = kube_effective_config(base(), 64512, objs)
+    assert [str(p.address) for p in config.bgp.peers] == ["10.0.0.254"]
+    assert any(
+        p.startswith("peer 2001:db8::1: sessions run from the node's IPv4") for p in problems
+    )

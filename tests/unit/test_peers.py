@@ -207,7 +207,7 @@ def test_explicit_peer_overrides(tmp_path: Path) -> None:
         cluster_data(),
         peers=[
             {
-                "address": str(UPSTREAM6),
+                "address": str(UPSTREAM),
                 "asn": 65000,
                 "port": 1179,
                 "description": "upstream router",
@@ -233,7 +233,7 @@ def test_explicit_peer_overrides(tmp_path: Path) -> None:
         ],
     )
     peer = resolve_peers(config)[-1]
-    assert peer.address == UPSTREAM6
+    assert peer.address == UPSTREAM
     assert peer.name == "upstream router"
     assert peer.port == 1179
     assert peer.password_file == str(secret_file)
@@ -429,3 +429,59 @@ def test_bad_policy_field(policy: dict[str, Any], field: str) -> None:
     errors = errors_of(cluster_data(), peers=[peer])
     assert len(errors) == 1
     assert errors[0].startswith(f"bgp.peers[0].{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("description", "why"),
+    [
+        ("core-1\nneighbor 10.9.9.9 {", "control character U+000A"),
+        ("tab\there", "control character U+0009"),
+        ("bidi\u202eevil", "control character U+202E"),
+        ("x" * 129, "129 characters, at most 128"),
+    ],
+    ids=["newline", "tab", "bidi-override", "too-long"],
+)
+def test_a_description_that_is_not_one_line_of_text_is_refused(description: str, why: str) -> None:
+    errors = errors_of(
+        cluster_data(), peers=[{"address": str(UPSTREAM), "asn": 65000, "description": description}]
+    )
+    assert errors == [errors[0]]
+    assert errors[0].startswith(f"bgp.peers[0].description: peer {UPSTREAM}: ")
+    assert why in errors[0]
+
+
+def test_a_description_with_quotes_and_unicode_loads() -> None:
+    """Quotes are made harmless when exabgp.conf is rendered (test_exabgp_conf), not
+    refused: a description is the operator's text."""
+    text = 'Köln "core" \\ 1; {rack 4}'
+    config = load(
+        cluster_data(), peers=[{"address": str(UPSTREAM), "asn": 65000, "description": text}]
+    )
+    assert config.bgp.peers[0].description == text
+
+
+@pytest.mark.parametrize("content", ["two\nlines", "tab\tin", "é" * 41])
+def test_a_password_the_kernel_cannot_take_is_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "md5"
+    path.write_text(content)
+    errors = errors_of(
+        cluster_data(), peers=[{"address": str(UPSTREAM), "asn": 65000, "passwordFile": str(path)}]
+    )
+    assert len(errors) == 1 and errors[0].startswith(f"bgp.peers[0].passwordFile: {path}")
+    assert content not in errors[0]
+
+
+def test_an_ipv6_peer_is_refused_as_sessions_run_from_the_ipv4_node_address() -> None:
+    """exabgp refuses a neighbor whose local-address is of another family, and with it
+    the whole file: every session would go down with this one."""
+    errors = errors_of(
+        cluster_data(),
+        peers=[
+            {"address": str(UPSTREAM), "asn": 65000},
+            {"address": str(UPSTREAM6), "asn": 65001},
+        ],
+    )
+    assert errors == [
+        f"bgp.peers[1].address: {UPSTREAM6} is IPv6 but sessions run from node.ip {NODE_A} "
+        "(IPv4); kroute has no IPv6 sessions yet: peer with the router's IPv4 address"
+    ]
