@@ -3,11 +3,10 @@ max-prefix and counters, fed by speaker events.
 
 Graceful restart, receiving side (RFC 4724 4.2): a session that closed without a
 NOTIFICATION from a peer that advertised the capability keeps its routes as stale
-for the restart time it advertised. When the peer is back, its new OPEN must say it kept
-its forwarding state (the F bit) for a family, or that family's stale routes go at once;
-the restart timer stops, and End-of-RIB, or the stale-path timer if none comes, sweeps
-what it did not send again. Anything else (a NOTIFICATION, hold timer expiry, no
-capability) loses the peer's routes at once.
+for the restart time it advertised. When the peer is back the restart timer stops, and
+End-of-RIB, or the stale-path timer if none comes, sweeps what it did not send again.
+Anything else (a NOTIFICATION, hold timer expiry, no capability) loses the peer's routes
+at once.
 """
 
 from __future__ import annotations
@@ -204,14 +203,6 @@ class Sessions:
             return
         peer.restart_time = event.restart_time
         self.rib.set_router_id(event.peer, event.router_id)
-        kept = event.forwarding if event.restart_time is not None else frozenset()
-        if self.rib.drop_stale(event.peer, only=lambda prefix: _family(prefix) not in kept):
-            log.info(
-                "event=stale-routes-dropped peer=%s reason=%r",
-                peer.address,
-                "forwarding state not kept (RFC 4724 4.2)",
-            )
-            self._on_change()
 
     def on_update(self, event: RoutesUpdate) -> None:
         peer = self.peers.get(event.peer)
@@ -261,8 +252,3 @@ class Sessions:
         peer.cancel_timers()
         if self.rib.drop_stale(event.peer):
             self._on_change()
-
-
-def _family(prefix: Network) -> str:
-    """The family name End-of-RIB and OPEN use for `prefix`."""
-    return "ipv4 unicast" if prefix.version == 4 else "ipv6 unicast"

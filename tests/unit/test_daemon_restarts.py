@@ -30,7 +30,6 @@ from tests.unit.daemon_steps import (
     down,
     eor,
     kernel_of,
-    open_message,
     quiet,
     routes,
     session_up,
@@ -239,29 +238,6 @@ async def test_stop_right_after_a_change_does_not_hang(make_daemon: MakeDaemon) 
 
 
 # -- RFC 4724 4.2 on the peer's return ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "forwarding,restart_time",
-    [(frozenset(), 0.4), (frozenset({"ipv6 unicast"}), 0.4), (frozenset(), None)],
-    ids=["f-bit-clear", "f-bit-only-for-ipv6", "no-graceful-restart-capability"],
-)
-async def test_peer_back_without_forwarding_state_loses_stale_routes_at_once_rfc4724_4_2(
-    make_daemon: MakeDaemon, forwarding: frozenset[str], restart_time: float | None
-) -> None:
-    """RFC 4724 4.2: if the Forwarding State bit of a family is not set in the returning
-    peer's OPEN, or it sends no Graceful Restart capability, its stale routes of that
-    family go immediately, not at End-of-RIB or when the restart time runs out."""
-    daemon = await make_daemon()
-    session_up(daemon, NODE_B, restart_time=5)
-    announce(daemon, NODE_B, CIDR_B, EXTRA_B)
-    await until(daemon, {**OWN, CIDR_B: via(CIDR_B, NODE_B), EXTRA_B: via(EXTRA_B, NODE_B)})
-    down(daemon, NODE_B, "closing connection")
-    await quiet()
-    assert daemon.rib.stale_count(NODE_B) == 2
-    daemon.handle_event(PeerState(NODE_B, "connected"))
-    daemon.handle_event(open_message(NODE_B, restart_time, forwarding))
-    await until(daemon, OWN, timeout=0.5)  # well before the 5 s restart time
 
 
 async def test_peer_back_with_forwarding_state_keeps_stale_routes_until_eor(
