@@ -240,20 +240,6 @@ async def test_stop_right_after_a_change_does_not_hang(make_daemon: MakeDaemon) 
 # -- RFC 4724 4.2 on the peer's return ------------------------------------------------------
 
 
-async def test_peer_back_with_forwarding_state_keeps_stale_routes_until_eor(
-    make_daemon: MakeDaemon,
-) -> None:
-    daemon = await make_daemon()
-    session_up(daemon, NODE_B, restart_time=5)
-    announce(daemon, NODE_B, CIDR_B)
-    with_b = {**OWN, CIDR_B: via(CIDR_B, NODE_B)}
-    await until(daemon, with_b)
-    down(daemon, NODE_B, "closing connection")
-    session_up(daemon, NODE_B, restart_time=5)  # exabgp sets the F bit of every family
-    await quiet()
-    assert routes(daemon) == with_b and daemon.rib.stale_count(NODE_B) == 1
-
-
 async def test_restart_timer_stops_when_the_peer_is_back_rfc4724_4_2(
     make_daemon: MakeDaemon,
 ) -> None:
